@@ -1,0 +1,85 @@
+"""Cache- and ledger-aware front of every backend: the only way stages call an LLM."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+from speed.llm.cache import CompletionCache, cache_key
+from speed.llm.ledger import Ledger
+from speed.llm.types import Backend, Completion, Request
+
+log = logging.getLogger(__name__)
+
+
+def expand_samples(request: Request) -> list[Request]:
+    """One n=1 request per sample. Sample i of a seeded request gets seed + i, so every sample
+    is reproducible on its own and a partly cached request pays only for its missing samples."""
+    seed = request.sampling.seed
+    return [
+        replace(
+            request,
+            n=1,
+            sampling=replace(request.sampling, seed=None if seed is None else seed + i),
+        )
+        for i in range(request.n)
+    ]
+
+
+class LLMClient:
+    def __init__(
+        self,
+        backend: Backend,
+        cache: CompletionCache,
+        ledger: Ledger | None = None,
+        flush_every: int = 64,
+    ):
+        self.backend, self.cache, self.ledger, self.flush_every = backend, cache, ledger, flush_every
+        self.backend_calls = 0
+        self.cache_hits = 0
+
+    def generate(self, requests: list[Request]) -> list[list[Completion]]:
+        samples = [(ri, s) for ri, r in enumerate(requests) for s in expand_samples(r)]
+        keys = [
+            cache_key(self.backend.identity, requests[ri], i)
+            for ri, r in enumerate(requests)
+            for i in range(r.n)
+        ]
+        found = self.cache.get_many(keys)
+        results: list[list[Completion]] = [[] for _ in requests]
+        todo = [(idx, ri, s) for idx, (ri, s) in enumerate(samples) if keys[idx] not in found]
+        done: dict[int, Completion] = {}
+        for idx, (_ri, _s) in enumerate(samples):
+            if keys[idx] in found:
+                done[idx] = replace(found[keys[idx]], cached=True)
+                self.cache_hits += 1
+                self._record(requests[samples[idx][0]], done[idx])
+        log.info("%d samples: %d cached, %d to generate", len(samples), len(found), len(todo))
+
+        # Flush to the cache in chunks, so a killed job keeps everything it finished.
+        for start in range(0, len(todo), self.flush_every):
+            chunk = todo[start : start + self.flush_every]
+            outputs = self.backend.generate([s for _idx, _ri, s in chunk])
+            self.backend_calls += len(chunk)
+            fresh = {}
+            for (idx, ri, _s), out in zip(chunk, outputs, strict=True):
+                done[idx] = out[0]
+                fresh[keys[idx]] = out[0]
+                self._record(requests[ri], out[0])
+            self.cache.put_many(fresh)
+            log.info("generated %d/%d", min(start + self.flush_every, len(todo)), len(todo))
+
+        for idx, (ri, _s) in enumerate(samples):
+            results[ri].append(done[idx])
+        return results
+
+    def _record(self, request: Request, completion: Completion) -> None:
+        if self.ledger is not None:
+            self.ledger.record(
+                request.id,
+                1,
+                completion.prompt_tokens,
+                completion.completion_tokens,
+                completion.cached,
+                completion.latency_s,
+            )

@@ -1,0 +1,124 @@
+"""Any OpenAI-compatible chat endpoint: OpenAI, Azure, a vLLM server, `transformers serve`.
+
+Requests run concurrently (bounded); the openai client retries 408/409/429/5xx, timeouts and
+dropped connections with exponential backoff and jitter, `max_attempts` tries in all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from speed.llm.types import Completion, Request, parse_structured
+
+
+class TeacherAPIError(RuntimeError):
+    pass
+
+
+def api_key_from_env(var: str) -> str:
+    key = os.environ.get(var)
+    if not key:
+        raise TeacherAPIError(
+            f"environment variable {var} (teacher.openai.api_key_env) is not set: "
+            "export the API key there before running teacher stages"
+        )
+    return key
+
+
+class OpenAIBackend:
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None,
+        api_key_env: str,
+        max_concurrency: int = 8,
+        max_attempts: int = 5,
+        timeout_s: float = 120.0,
+        response_format: bool = True,
+    ):
+        # The key is read here and lives only inside the client: it never reaches the identity,
+        # the cache, the ledger or a log line.
+        self._api_key = api_key_from_env(api_key_env)
+        self.model = model
+        self.base_url = base_url
+        self.max_concurrency = max_concurrency
+        self.max_attempts = max_attempts
+        self.timeout_s = timeout_s
+        self.response_format = response_format
+        self.identity = {"backend": "openai", "model": model, "base_url": base_url}
+
+    def _client(self) -> Any:
+        from openai import AsyncOpenAI
+
+        return AsyncOpenAI(
+            api_key=self._api_key,
+            base_url=self.base_url,
+            max_retries=self.max_attempts - 1,
+            timeout=self.timeout_s,
+        )
+
+    def _body(self, request: Request) -> dict[str, Any]:
+        s = request.sampling
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": list(request.messages),
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "max_tokens": s.max_tokens,
+            "n": request.n,
+        }
+        if s.seed is not None:
+            body["seed"] = s.seed
+        if request.schema is not None and self.response_format:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": request.schema, "strict": True},
+            }
+        return body
+
+    async def _one(self, client: Any, sem: asyncio.Semaphore, request: Request) -> list[Completion]:
+        from openai import APIConnectionError, APIStatusError, APITimeoutError
+
+        async with sem:
+            start = time.perf_counter()
+            try:
+                resp = await client.chat.completions.create(**self._body(request))
+            except (APIStatusError, APIConnectionError, APITimeoutError) as err:
+                raise TeacherAPIError(
+                    f"teacher request {request.id or ''} failed after {self.max_attempts} "
+                    f"attempts at {self.base_url or 'the OpenAI API'}: {type(err).__name__}: {err}"
+                ) from err
+            latency = time.perf_counter() - start
+        usage = resp.usage
+        prompt_tokens = usage.prompt_tokens if usage else 0
+        completion_tokens = usage.completion_tokens if usage else 0
+        choices = sorted(resp.choices, key=lambda c: c.index)
+        out = []
+        for i, choice in enumerate(choices):
+            text = choice.message.content or ""
+            out.append(
+                Completion(
+                    text=text,
+                    finish_reason=choice.finish_reason,
+                    # The prompt is billed once per call; put it on the first sample.
+                    prompt_tokens=prompt_tokens if i == 0 else 0,
+                    completion_tokens=completion_tokens // len(choices),
+                    parsed=parse_structured(text, request.schema),
+                    latency_s=latency,
+                )
+            )
+        return out
+
+    async def _all(self, requests: list[Request]) -> list[list[Completion]]:
+        sem = asyncio.Semaphore(self.max_concurrency)
+        async with self._client() as client:
+            return list(await asyncio.gather(*(self._one(client, sem, r) for r in requests)))
+
+    def generate(self, requests: list[Request]) -> list[list[Completion]]:
+        return asyncio.run(self._all(requests))
+
+    def close(self) -> None:
+        pass
