@@ -28,6 +28,15 @@ def api_key_from_env(var: str) -> str:
     return key
 
 
+def _attempts_made(err: Exception) -> int | None:
+    """How many tries the openai client made: it numbers each one in `x-stainless-retry-count`."""
+    request = getattr(err, "request", None)
+    try:
+        return int(request.headers["x-stainless-retry-count"]) + 1  # type: ignore[union-attr]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+
+
 class OpenAIBackend:
     def __init__(
         self,
@@ -80,22 +89,32 @@ class OpenAIBackend:
         return body
 
     async def _one(self, client: Any, sem: asyncio.Semaphore, request: Request) -> list[Completion]:
-        from openai import APIConnectionError, APIStatusError, APITimeoutError
+        from openai import APIError
 
+        where = self.base_url or "the OpenAI API"
         async with sem:
             start = time.perf_counter()
             try:
                 resp = await client.chat.completions.create(**self._body(request))
-            except (APIStatusError, APIConnectionError, APITimeoutError) as err:
+            except APIError as err:
+                # 4xx other than 408/409/429 are not retried: count the attempts really made.
+                attempts = _attempts_made(err) or self.max_attempts
                 raise TeacherAPIError(
-                    f"teacher request {request.id or ''} failed after {self.max_attempts} "
-                    f"attempts at {self.base_url or 'the OpenAI API'}: {type(err).__name__}: {err}"
+                    f"teacher request {request.id or ''} failed after {attempts} "
+                    f"attempt{'s' if attempts != 1 else ''} at {where}: "
+                    f"{type(err).__name__}: {err}"
                 ) from err
             latency = time.perf_counter() - start
         usage = resp.usage
         prompt_tokens = usage.prompt_tokens if usage else 0
         completion_tokens = usage.completion_tokens if usage else 0
         choices = sorted(resp.choices, key=lambda c: c.index)
+        if len(choices) != request.n:
+            # e.g. `transformers serve` ignores `n` and answers one choice.
+            raise TeacherAPIError(
+                f"teacher request {request.id or ''}: {where} returned {len(choices)} choice(s) "
+                f"for {request.n} samples; the server may not support `n`"
+            )
         out = []
         for i, choice in enumerate(choices):
             text = choice.message.content or ""
@@ -105,7 +124,10 @@ class OpenAIBackend:
                     finish_reason=choice.finish_reason,
                     # The prompt is billed once per call; put it on the first sample.
                     prompt_tokens=prompt_tokens if i == 0 else 0,
-                    completion_tokens=completion_tokens // len(choices),
+                    # Usage is per call: split it evenly, the remainder on the first sample,
+                    # so the samples add up to what was billed.
+                    completion_tokens=completion_tokens // len(choices)
+                    + (completion_tokens % len(choices) if i == 0 else 0),
                     parsed=parse_structured(text, request.schema),
                     latency_s=latency,
                 )
