@@ -34,7 +34,12 @@ class LLMClient:
         ledger: Ledger | None = None,
         flush_every: int = 64,
     ):
-        self.backend, self.cache, self.ledger, self.flush_every = backend, cache, ledger, flush_every
+        self.backend, self.cache, self.ledger, self.flush_every = (
+            backend,
+            cache,
+            ledger,
+            flush_every,
+        )
         self.backend_calls = 0
         self.cache_hits = 0
 

@@ -49,8 +49,15 @@ class Ledger:
     ) -> None:
         usd = 0.0 if cached else self.price.usd(prompt_tokens, completion_tokens)
         row = LedgerRow(
-            self.stage, self.model, request_id, samples, prompt_tokens, completion_tokens,
-            cached, round(latency_s, 4), usd,
+            self.stage,
+            self.model,
+            request_id,
+            samples,
+            prompt_tokens,
+            completion_tokens,
+            cached,
+            round(latency_s, 4),
+            usd,
         )
         self.stream.write(json.dumps(asdict(row)) + "\n")
         self.stream.flush()

@@ -11,6 +11,12 @@ from speed.llm.fingerprint import fingerprint
 from speed.llm.types import Completion, Request, parse_structured
 
 
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
 class VLLMBackend:
     def __init__(
         self,
@@ -22,6 +28,7 @@ class VLLMBackend:
         max_lora_rank: int = 16,
         tensor_parallel_size: int = 1,
         seed: int = 0,
+        enforce_eager: bool = False,
     ):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(kv_cache_gib))))
         # The engine core in this process: no spawned child that re-imports a Snakemake script.
@@ -45,6 +52,11 @@ class VLLMBackend:
             max_lora_rank=max_lora_rank,
             tensor_parallel_size=tensor_parallel_size,
             seed=seed,
+            # On CPU, eager skips the inductor compile (tens of seconds at start) for slower steps.
+            enforce_eager=enforce_eager,
+            # vLLM 0.32 on CPU crashes ("CPU Generator does not use offset") when a seeded
+            # request's prefill is split across steps; whole prefills avoid that path.
+            enable_chunked_prefill=False if _on_cpu() else None,
             # xgrammar lets raw control characters into JSON strings; guidance does not.
             structured_outputs_config={"backend": "guidance", "disable_any_whitespace": True},
         )

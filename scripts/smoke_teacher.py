@@ -1,0 +1,20 @@
+import json
+
+from speed.logs import setup_logging
+from speed.smoke import run_smoke
+
+sm = snakemake  # noqa: F821
+log = setup_logging(sm.log[0])
+stats = run_smoke(
+    llm=sm.params.llm,
+    n=sm.params.n,
+    max_tokens=sm.params.max_tokens,
+    temperature=sm.params.temperature,
+    top_p=sm.params.top_p,
+    seed=sm.params.seed,
+    price=sm.params.price,
+    cache_dir=sm.params.cache_dir,
+    output=sm.output.samples,
+    ledger=sm.output.ledger,
+)
+log.info("smoke stats: %s", json.dumps(stats))

@@ -1,0 +1,57 @@
+"""Build a backend and its cached, ledgered client from a plain spec dict (a rule's params)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from speed.io import atomic_file
+from speed.llm.cache import CompletionCache
+from speed.llm.client import LLMClient
+from speed.llm.ledger import Ledger, Price
+from speed.llm.types import Backend
+
+
+def make_backend(spec: dict[str, Any]) -> Backend:
+    """spec: {backend, model, adapter?, options: {...}} as built by speed.workflow.llm_spec."""
+    kind, options = spec["backend"], spec.get("options", {})
+    if kind == "vllm":
+        from speed.llm.vllm_backend import VLLMBackend
+
+        return VLLMBackend(spec["model"], adapter=spec.get("adapter"), **options)
+    if kind == "transformers":
+        from speed.llm.transformers_backend import TransformersBackend
+
+        return TransformersBackend(spec["model"], adapter=spec.get("adapter"), **options)
+    if kind == "openai":
+        from speed.llm.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(spec["model"], **options)
+    raise ValueError(f"unknown LLM backend {kind!r} (expected vllm, transformers or openai)")
+
+
+@contextmanager
+def open_client(
+    spec: dict[str, Any],
+    cache_dir: str | Path,
+    ledger_path: str | Path | None = None,
+    stage: str | None = None,
+    price: dict[str, float] | None = None,
+) -> Iterator[LLMClient]:
+    """A client whose ledger (if any) appears at `ledger_path` only when the job succeeds."""
+    cache = CompletionCache(Path(cache_dir) / "completions.sqlite")
+    backend = make_backend(spec)
+    try:
+        if ledger_path is None:
+            yield LLMClient(backend, cache)
+            return
+        with atomic_file(ledger_path) as stream:
+            ledger = Ledger(
+                stream, stage or "unknown", spec.get("name", spec["model"]), Price(**(price or {}))
+            )
+            yield LLMClient(backend, cache, ledger)
+    finally:
+        backend.close()
+        cache.close()

@@ -1,0 +1,80 @@
+"""Pure helpers the Snakefile uses to turn the validated config into paths and rule params.
+
+Kept out of the .smk files so they are unit-tested and so every rule gets the same answer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def run_dir(config: dict[str, Any]) -> str:
+    return f"{config['results_dir']}/{config['run']}"
+
+
+def tiny_model_dir(config: dict[str, Any], name: str) -> str:
+    return f"{run_dir(config)}/models/tiny/{name}"
+
+
+def tiny_model_names(config: dict[str, Any]) -> list[str]:
+    return [name for name, spec in config["models"].items() if "tiny" in spec]
+
+
+def model_path(config: dict[str, Any], name: str) -> str:
+    """Where a configured model lives: a build target of this workflow or a hub id/local path."""
+    spec = config["models"].get(name)
+    if spec is None:
+        raise KeyError(f"model {name!r} is not defined under models: in the config")
+    return tiny_model_dir(config, name) if "tiny" in spec else spec["hub"]
+
+
+def model_inputs(config: dict[str, Any], *names: str) -> list[str]:
+    """The build targets among `names`, for a rule's input: (hub models are not files)."""
+    return [tiny_model_dir(config, n) for n in names if "tiny" in config["models"][n]]
+
+
+def local_engine_options(config: dict[str, Any], engine: str) -> dict[str, Any]:
+    opts = dict(config["backends"][engine])
+    opts["seed"] = config["seed"]
+    return opts
+
+
+def teacher_spec(config: dict[str, Any]) -> dict[str, Any]:
+    """Everything that decides the teacher's outputs; the API key itself never appears here,
+    only the name of the variable that holds it."""
+    t = config["teacher"]
+    if t["backend"] == "openai":
+        o = t["openai"]
+        return {
+            "backend": "openai",
+            "name": t["model"],
+            "model": t["model"],
+            "options": {
+                "base_url": o["base_url"],
+                "api_key_env": o["api_key_env"],
+                "max_concurrency": o["max_concurrency"],
+                "max_attempts": o["max_attempts"],
+                "timeout_s": o["timeout_s"],
+                "response_format": o["response_format"],
+            },
+        }
+    return {
+        "backend": t["backend"],
+        "name": t["model"],
+        "model": model_path(config, t["model"]),
+        "options": local_engine_options(config, t["backend"]),
+    }
+
+
+def teacher_inputs(config: dict[str, Any]) -> list[str]:
+    t = config["teacher"]
+    return [] if t["backend"] == "openai" else model_inputs(config, t["model"])
+
+
+def resources(config: dict[str, Any], kind: str) -> dict[str, Any]:
+    return dict(config["resources"][kind])
+
+
+def log_path(config: dict[str, Any], name: str) -> str:
+    return str(Path(run_dir(config)) / "logs" / f"{name}.log")

@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny offline models and throwaway copies of the workflow."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+WORKFLOW_FILES = ["Snakefile", "rules", "scripts", "config", "profiles"]
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, str]:
+    from speed.models.tiny import build_llama, build_tokenizer
+
+    root = tmp_path_factory.mktemp("tiny")
+    paths = {name: str(root / name) for name in ("tokenizer", "base", "teacher")}
+    build_tokenizer(paths["tokenizer"], vocab_size=1024)
+    build_llama(paths["base"], paths["tokenizer"], 64, 2, 2, seed=12)
+    build_llama(paths["teacher"], paths["tokenizer"], 128, 2, 4, seed=11)
+    return paths
+
+
+def copy_workflow(dest: Path) -> Path:
+    """A runnable copy of the workflow (the package itself is installed, editable)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name)
+        else:
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def snakemake(
+    workdir: Path, *args: str, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [SNAKEMAKE, *args],
+        cwd=workdir,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def workflow(tmp_path) -> Path:
+    return copy_workflow(tmp_path / "wf")
