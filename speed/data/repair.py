@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-_FENCE = re.compile(r"```(?:json|JSON|javascript|js)?\s*\n?(.*?)(?:```|$)", re.DOTALL)
+_FENCE = re.compile(r"```[A-Za-z0-9_+-]*\s*\n?(.*?)(?:```|$)", re.DOTALL)
 _TRAILING_COMMA = re.compile(r",(\s*[}\]])")
 _SMART = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2018": "'", "\u2019": "'"})
 
@@ -30,17 +30,36 @@ class Parsed:
         return self.value is not None
 
 
-def _loads(text: str) -> Any:
-    # strict=False accepts raw control characters (newlines, tabs) inside strings.
-    return json.loads(text, strict=False)
-
-
-def _outermost_object(text: str) -> str | None:
-    start = text.find("{")
-    if start < 0:
-        return None
+def _outermost_object(text: str, start: int) -> str:
+    """From the first `{` to the last `}` (or to the end when there is none after it)."""
     end = text.rfind("}")
     return text[start : end + 1] if end > start else text[start:]
+
+
+def _first_object(text: str, start: int) -> str:
+    """From the first `{` to the `}` that balances it, skipping braces inside strings, or to
+    the end when it is never balanced (truncated). Prose after the object, a second object, or
+    a brace in a string no longer ends up inside the candidate."""
+    depth = 0
+    in_string = escaped = False
+    for i in range(start, len(text)):
+        ch = text[i]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start : i + 1]
+    return text[start:]
 
 
 def _close_truncated(text: str) -> str:
@@ -75,41 +94,66 @@ def _python_literal(text: str) -> Any:
     return value
 
 
+def _try_json(cand: str) -> tuple[Any, bool] | None:
+    """(value, needed lenient parsing) or None. Lenient: raw control characters in strings."""
+    for strict in (True, False):
+        try:
+            return json.loads(cand, strict=strict), not strict
+        except (json.JSONDecodeError, ValueError, RecursionError):
+            continue
+    return None
+
+
 def parse_json_object(text: str) -> Parsed:
     """The JSON object in `text`, repaired if needed, or None with the reason."""
     if not text or not text.strip():
         return Parsed(None, error="empty output")
-    attempts: list[tuple[str, str]] = [("", text.strip())]
     fenced = _FENCE.search(text)
-    if fenced:
-        attempts.append(("markdown fence", fenced.group(1).strip()))
+    if fenced and "{" not in fenced.group(1):
+        fenced = None  # a fence around something else: look for the object in the whole text
     base = fenced.group(1) if fenced else text
-    obj = _outermost_object(base)
-    if obj is None:
+    start = base.find("{")
+    if start < 0:
         return Parsed(None, error="no JSON object in output")
-    if obj != base.strip():
-        attempts.append(("text around object", obj))
+    fence = ["markdown fence"] if fenced else []
+    attempts: list[tuple[list[str], str]] = [([], text.strip())]
+    if fenced:
+        attempts.append((fence, base.strip()))
+    objects: list[tuple[list[str], str]] = []
+    for obj in dict.fromkeys([_first_object(base, start), _outermost_object(base, start)]):
+        labels = fence if obj == base.strip() else [*fence, "text around object"]
+        objects.append((labels, obj))
+        if obj != base.strip():
+            attempts.append((labels, obj))
     candidates = list(attempts)
-    for label, cand in attempts:
-        prefix = [label] if label else []
-        candidates.append(("|".join([*prefix, "trailing comma"]), _TRAILING_COMMA.sub(r"\1", cand)))
-        candidates.append(("|".join([*prefix, "smart quotes"]), cand.translate(_SMART)))
-    candidates.append(("truncated object", _close_truncated(_TRAILING_COMMA.sub(r"\1", obj))))
-    candidates.append(("smart quotes|truncated object", _close_truncated(obj.translate(_SMART))))
-    for label, cand in candidates:
+    for labels, cand in attempts:
+        smart = cand.translate(_SMART)
+        candidates.append(([*labels, "trailing comma"], _TRAILING_COMMA.sub(r"\1", cand)))
+        candidates.append(([*labels, "smart quotes"], smart))
+        candidates.append(
+            ([*labels, "smart quotes", "trailing comma"], _TRAILING_COMMA.sub(r"\1", smart))
+        )
+    # A truncated object runs to the end of the text: close it from its first `{`.
+    tail = base[start:]
+    before = [*fence, "text around object"] if base[:start].strip() else fence
+    candidates.append(
+        ([*before, "truncated object"], _close_truncated(_TRAILING_COMMA.sub(r"\1", tail)))
+    )
+    candidates.append(
+        ([*before, "smart quotes", "truncated object"], _close_truncated(tail.translate(_SMART)))
+    )
+    for labels, cand in candidates:
+        parsed = _try_json(cand)
+        if parsed is not None and isinstance(parsed[0], dict):
+            value, lenient = parsed
+            return Parsed(value, [*labels, "control characters"] if lenient else labels)
+    for labels, obj in objects:
         try:
-            value = _loads(cand)
-        except (json.JSONDecodeError, ValueError):
-            continue
-        if isinstance(value, dict):
-            return Parsed(value, [r for r in label.split("|") if r])
-    for label, cand in [("python literal", obj)]:
-        try:
-            value = _python_literal(cand)
+            value = _python_literal(obj)  # single-quoted Python dict
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             continue
         if isinstance(value, dict):
-            return Parsed(value, [label])
+            return Parsed(value, [*labels, "python literal"])
     return Parsed(None, error="invalid JSON")
 
 

@@ -89,9 +89,11 @@ _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)]|\(\d+\))\s+(.+?)\s*$")
 def _as_strings(value: Any) -> list[str] | None:
     if isinstance(value, dict):
         lists = [v for v in value.values() if isinstance(v, list)]
-        value = lists[0] if len(lists) == 1 else None
+        value = value["tasks"] if isinstance(value.get("tasks"), list) else None
+        value = lists[0] if value is None and len(lists) == 1 else value
     if isinstance(value, list):
-        return [str(v) for v in value if isinstance(v, str | int | float)]
+        strings = [v for v in value if isinstance(v, str)]
+        return strings if strings or not value else None  # numbers are not task descriptions
     return None
 
 
@@ -101,6 +103,10 @@ def parse_task_list(text: str) -> list[str]:
         return []
     fenced = _FENCE.search(text)
     body = (fenced.group(1) if fenced else text).strip()
+    bullets = [m.group(1) for line in body.splitlines() if (m := _BULLET.match(line))]
+    bullets = [b.strip().rstrip(",").strip().strip('"').strip() for b in bullets]
+    if len(bullets) >= 2:  # a bulleted list: a bracket inside one item is not the list
+        return bullets
     start, end = body.find("["), body.rfind("]")
     if start >= 0 and end > start:
         snippet = body[start : end + 1]
@@ -114,8 +120,7 @@ def parse_task_list(text: str) -> list[str]:
     parsed = parse_json_object(body)
     if parsed.ok and (found := _as_strings(parsed.value)) is not None:
         return found
-    bullets = [m.group(1) for line in body.splitlines() if (m := _BULLET.match(line))]
-    return [b.strip().strip('"').strip() for b in bullets]
+    return bullets
 
 
 def clean_tasks(tasks: list[str], max_words: int) -> tuple[list[str], dict[str, int]]:
