@@ -4,6 +4,7 @@ Distributions are SPEED's (shared/SPEED.md, stage 3). Every prompt lists its gui
 freshly shuffled order. Purposes (seed, candidates, synthesis, teacher_only) never share a prompt:
 a prompt belongs to the purpose its content hash selects, so each purpose is built on its own
 (changing one purpose's size rebuilds nothing else) and still no two purposes can collide.
+Within a purpose a prompt may repeat: each prompt id is sampled with its own seed.
 """
 
 from __future__ import annotations
@@ -174,11 +175,12 @@ def build_prompts(
     order = [f for f, c in counts.items() for _ in range(c)]
     rng.shuffle(order)
     for family, count in counts.items():
-        if count and FAMILIES[family].brainstormed and not tasks.get(family):
+        if not count:
+            continue
+        if FAMILIES[family].brainstormed and not tasks.get(family):
             raise ValueError(f"no brainstormed tasks for family {family}: cannot build prompts")
-        if count and not topics:
-            raise ValueError("no topics: cannot build prompts")
-    seen: set[str] = set()
+        if not FAMILIES[family].brainstormed and not topics:
+            raise ValueError(f"no topics: cannot build {family} prompts")
     prompts = []
     for i, family in enumerate(order):
         for _ in range(max_tries):
@@ -189,12 +191,15 @@ def build_prompts(
                 source = {"task": None, "topic": t["path"], "topic_id": t["id"]}
             attrs = sample_attributes(family, rng)
             messages = build_messages(family, attrs, source["task"], source["topic"], rng)
-            key = messages[0]["content"]
-            if _bucket(messages) == PURPOSES.index(purpose) and key not in seen:
+            # Repeats within a purpose are fine (each prompt id samples with its own seed);
+            # s2s/p2p have few distinct prompts per task, so uniqueness would cap their count.
+            if _bucket(messages) == PURPOSES.index(purpose):
                 break
         else:
-            raise ValueError(f"could not draw a new {family} prompt in {max_tries} tries")
-        seen.add(key)
+            raise ValueError(
+                f"no {family} prompt for purpose {purpose} in {max_tries} draws: "
+                "too few tasks/topics to vary the prompts"
+            )
         prompts.append(
             {
                 "id": f"{purpose}-{i:06d}",

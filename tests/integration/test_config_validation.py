@@ -35,7 +35,7 @@ CASES = [
 def test_bad_config_is_refused_naming_the_key(workflow, what, path, value, key):
     cfg_file = workflow / "config" / "config.yaml"
     config = yaml.safe_load(cfg_file.read_text())
-    cfg_file.write_text(yaml.safe_dump(_with(config, path, value)))
+    cfg_file.write_text(yaml.safe_dump(_with(config, path, value), sort_keys=False))
     proc = snakemake(workflow, "--cores", "1", check=False)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr

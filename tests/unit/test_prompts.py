@@ -198,7 +198,6 @@ def test_build_mix(big):
     for family, w in MIX.items():
         assert abs(counts[family] / N - w / 23) <= TOL, family
     assert counts == Counter(family_counts(N, MIX))
-    assert len({p["messages"][0]["content"] for p in big}) == N
     assert len({p["id"] for p in big}) == N
     assert {p["purpose"] for p in big} == {"synthesis"}
 
@@ -286,7 +285,6 @@ def test_purposes_never_share_prompts():
         assert {p["purpose"] for p in prompts} == {purpose}
         assert all(p["id"].startswith(f"{purpose}-") for p in prompts)
         contents[purpose] = {p["messages"][0]["content"] for p in prompts}
-        assert len(contents[purpose]) == 400
     for x, y in combinations(PURPOSES, 2):
         assert not contents[x] & contents[y], (x, y)
 
@@ -323,11 +321,10 @@ def test_no_topics_raises():
         build(n=20, topics=[])
 
 
-def test_too_few_distinct_prompts_raises():
+def test_few_distinct_prompts_repeat_within_their_purpose():
     # one s2s task has 24 guideline orders, about 6 of them in a purpose's bucket
-    with pytest.raises(ValueError, match="could not draw a new s2s prompt"):
-        build(
-            n=40,
-            mix={"s2s": 1},
-            tasks={"s2s": TASKS["s2s"][:1]},
-        )
+    prompts = build(n=40, mix={"s2s": 1}, tasks={"s2s": TASKS["s2s"][:1]})
+    contents = {p["messages"][0]["content"] for p in prompts}
+    assert len(prompts) == 40 and 1 < len(contents) < 40
+    other = build(purpose="candidates", n=40, mix={"s2s": 1}, tasks={"s2s": TASKS["s2s"][:1]})
+    assert not contents & {p["messages"][0]["content"] for p in other}
