@@ -1,0 +1,122 @@
+"""DPO of the merged junior into the senior (SPEED stage 8).
+
+The reference policy is the frozen junior. The junior is a merged plain model (see
+speed.train.sft), so the LoRA trained here sits directly on its weights, and trl's reference is
+the same model with the adapter disabled: no second copy of the weights in memory. The output is
+merged again, so vLLM serves the senior as a plain model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from speed.io import atomic_dir
+from speed.llm.fingerprint import fingerprint
+from speed.train.common import (
+    TrainSpec,
+    checkpoint_dir,
+    data_digest,
+    finish,
+    merge_and_save,
+    run_trainer,
+    write_metrics,
+)
+
+_log = logging.getLogger(__name__)
+PAIR_KEYS = ("prompt", "chosen", "rejected")
+
+# Per-step DPO diagnostics copied into metrics.json's summary (last logged value of each).
+DPO_KEYS = ("loss", "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected")
+
+
+def dpo_trainer(
+    policy_model: str,
+    pairs: list[dict[str, Any]],
+    output_dir: str | Path,
+    beta: float,
+    spec: TrainSpec | Mapping[str, Any] | None = None,
+    callbacks: list[Any] | None = None,
+) -> Any:
+    """A DPOTrainer on `pairs` ({"prompt": [messages], "chosen": [assistant message],
+    "rejected": [assistant message]})."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    spec = TrainSpec.of(spec)
+    tokenizer = AutoTokenizer.from_pretrained(policy_model)
+    dataset = Dataset.from_list([{k: p[k] for k in PAIR_KEYS} for p in pairs])
+    config = DPOConfig(**spec.trainer_kwargs(Path(output_dir)), beta=beta)
+    # With a peft_config and no ref_model, trl computes the reference log-probs with the adapter
+    # disabled, i.e. with the junior's own weights. Full fine-tuning (lora=False) makes trl load
+    # a second, frozen copy of the junior as the reference instead.
+    return DPOTrainer(
+        model=policy_model,
+        ref_model=None,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=spec.lora_config(),
+        callbacks=callbacks,
+    )
+
+
+def train_dpo(
+    policy_model: str,
+    pairs: list[dict[str, Any]],
+    out_dir: str | Path,
+    checkpoint_root: str | Path,
+    beta: float = 0.1,
+    spec: TrainSpec | Mapping[str, Any] | None = None,
+    log: logging.Logger | None = None,
+    callbacks: list[Any] | None = None,
+) -> dict[str, Any]:
+    """DPO of `policy_model` (the merged junior, also the reference) on preference `pairs`;
+    write the merged senior, tokenizer and metrics.json to `out_dir` (atomically). Checkpoints
+    and resume as in train_sft, keyed by the policy's fingerprint, the pairs, beta and the spec.
+    Returns the metrics."""
+    log = log or _log
+    spec = TrainSpec.of(spec)
+    if not pairs:
+        raise ValueError("no DPO pairs")
+    ckpt = checkpoint_dir(
+        checkpoint_root,
+        "dpo",
+        fingerprint(policy_model),
+        data_digest([{k: p[k] for k in PAIR_KEYS} for p in pairs]),
+        beta,
+        spec.identity(),
+    )
+    trainer = dpo_trainer(policy_model, pairs, ckpt, beta, spec, callbacks)
+    resumed = run_trainer(trainer, ckpt, log)
+    steps = [h for h in trainer.state.log_history if "rewards/margins" in h]
+    last = {k: steps[-1].get(k) for k in DPO_KEYS} if steps else {}
+    with atomic_dir(out_dir) as tmp:
+        merge_and_save(
+            trainer.accelerator.unwrap_model(trainer.model), trainer.processing_class, tmp
+        )
+        metrics = write_metrics(
+            tmp,
+            trainer,
+            resumed,
+            {
+                "kind": "dpo",
+                "pairs": len(pairs),
+                "beta": trainer.args.beta,  # as the trainer saw it
+                "last": last,
+                "checkpoints": str(ckpt),
+                "spec": asdict(spec),
+            },
+        )
+    finish(spec, ckpt, log)
+    log.info(
+        "DPO done: %d steps, last margin %s, accuracy %s",
+        metrics["global_step"],
+        last.get("rewards/margins"),
+        last.get("rewards/accuracies"),
+    )
+    return metrics

@@ -1,0 +1,112 @@
+"""Supervised fine-tuning on chat examples, loss on the assistant answer only (SPEED stages 5, 10).
+
+The output is a MERGED full model (LoRA folded into the weights) with its tokenizer, not an
+adapter. Two reasons:
+- DPO needs the junior itself as the frozen reference. With peft the reference is "the policy with
+  its adapter disabled", which is only the junior if the junior is the base weights: so the
+  senior's LoRA must sit on a merged junior, not on top of the junior's own adapter.
+- vLLM (and the transformers backend) then serve every generator as a plain model folder, with
+  no adapter plumbing per stage.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from speed.io import atomic_dir
+from speed.llm.fingerprint import fingerprint
+from speed.train.common import (
+    TrainSpec,
+    checkpoint_dir,
+    data_digest,
+    finish,
+    merge_and_save,
+    run_trainer,
+    write_metrics,
+)
+
+_log = logging.getLogger(__name__)
+
+
+def sft_trainer(
+    base_model: str,
+    examples: list[dict[str, Any]],
+    output_dir: str | Path,
+    spec: TrainSpec | Mapping[str, Any] | None = None,
+    callbacks: list[Any] | None = None,
+) -> Any:
+    """An SFTTrainer on `examples` ({"messages": [...]} ending with the assistant answer)."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    spec = TrainSpec.of(spec)
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    # Only the messages: other keys (ids, provenance) would confuse trl's format detection.
+    dataset = Dataset.from_list([{"messages": e["messages"]} for e in examples])
+    config = SFTConfig(
+        **spec.trainer_kwargs(Path(output_dir)),
+        # Needs `{% generation %}` markers in the chat template; the prompt, the system text and
+        # the role headers are then labelled -100, so the model learns to answer, not to ask.
+        assistant_only_loss=True,
+    )
+    return SFTTrainer(
+        model=base_model,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=spec.lora_config(),
+        callbacks=callbacks,
+    )
+
+
+def train_sft(
+    base_model: str,
+    examples: list[dict[str, Any]],
+    out_dir: str | Path,
+    checkpoint_root: str | Path,
+    spec: TrainSpec | Mapping[str, Any] | None = None,
+    log: logging.Logger | None = None,
+    callbacks: list[Any] | None = None,
+) -> dict[str, Any]:
+    """Fine-tune `base_model` on `examples`; write the merged model, tokenizer and metrics.json
+    to `out_dir` (atomically). Checkpoints go to a folder under `checkpoint_root` keyed by the
+    base model's fingerprint, the examples and the spec; a rerun resumes from the newest one.
+    Returns the metrics."""
+    log = log or _log
+    spec = TrainSpec.of(spec)
+    if not examples:
+        raise ValueError("no SFT examples")
+    rows = [{"messages": e["messages"]} for e in examples]  # what is trained on, no more
+    ckpt = checkpoint_dir(
+        checkpoint_root, "sft", fingerprint(base_model), data_digest(rows), spec.identity()
+    )
+    trainer = sft_trainer(base_model, rows, ckpt, spec, callbacks)
+    resumed = run_trainer(trainer, ckpt, log)
+    with atomic_dir(out_dir) as tmp:
+        merge_and_save(
+            trainer.accelerator.unwrap_model(trainer.model), trainer.processing_class, tmp
+        )
+        metrics = write_metrics(
+            tmp,
+            trainer,
+            resumed,
+            {
+                "kind": "sft",
+                "examples": len(examples),
+                "checkpoints": str(ckpt),
+                "spec": asdict(spec),
+            },
+        )
+    finish(spec, ckpt, log)
+    log.info(
+        "SFT done: %d steps, loss %s -> %s",
+        metrics["global_step"],
+        metrics["first_loss"],
+        metrics["last_loss"],
+    )
+    return metrics
