@@ -20,12 +20,13 @@ RUN = wf.run_dir(config)
 include: "rules/common.smk"
 include: "rules/models.smk"
 include: "rules/teacher.smk"
+include: "rules/align.smk"
+include: "rules/synthesize.smk"
 
 
 rule all:
     input:
-        f"{RUN}/teacher/seed.jsonl",
-        expand(f"{RUN}/prompts/{{purpose}}.jsonl", purpose=PURPOSES),
+        expand(f"{RUN}/corpus/{{variant}}.parquet", variant=config["corpus"]["variants"]),
 
 
 onstart:

@@ -78,3 +78,25 @@ def resources(config: dict[str, Any], kind: str) -> dict[str, Any]:
 
 def log_path(config: dict[str, Any], name: str) -> str:
     return str(Path(run_dir(config)) / "logs" / f"{name}.log")
+
+
+def generator_spec(config: dict[str, Any], name: str, path: str) -> dict[str, Any]:
+    """A trained generator (junior, senior, revisor) on the configured local engine."""
+    engine = config["generation"]["backend"]
+    return {
+        "backend": engine,
+        "name": name,
+        "model": path,
+        "options": local_engine_options(config, engine),
+    }
+
+
+def decontamination_tasks(config: dict[str, Any]) -> dict[str, str]:
+    """Task name -> local folder of every evaluation set the corpus must not contain. A folder
+    named like a language (`en`) is a subset: the task is its parent's name."""
+    tasks = {}
+    for spec in config["corpus"]["decontaminate_against"]:
+        path = Path(spec.removeprefix("local:"))
+        name = path.parent.name if len(path.name) <= 3 and path.parent.name else path.name
+        tasks[name] = str(path)
+    return tasks

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import replace
 
 from speed.llm.cache import CompletionCache, cache_key
@@ -32,8 +33,11 @@ class LLMClient:
         backend: Backend,
         cache: CompletionCache,
         ledger: Ledger | None = None,
-        flush_every: int = 64,
+        flush_every: int | None = None,
     ):
+        # How many samples are generated between cache commits: an operational knob (it never
+        # changes an output), so it comes from the environment, not the config.
+        flush_every = flush_every or int(os.environ.get("SPEED_CACHE_FLUSH_EVERY", "64"))
         self.backend, self.cache, self.ledger, self.flush_every = (
             backend,
             cache,

@@ -111,6 +111,7 @@ def run_judge(
     *,
     llm: dict[str, Any],
     candidates_path: str,
+    temperature: float,
     max_tokens: int,
     max_reason_chars: int,
     price: dict[str, float],
@@ -120,12 +121,18 @@ def run_judge(
     stats_output: str,
     ledger: str,
 ) -> dict[str, Any]:
-    """The teacher (temperature 0) picks best and worst of each list -> one DPO pair per list."""
+    """The teacher picks best and worst of each list (paper: at temperature 0) -> one DPO pair
+    per list."""
     rows = read_jsonl(candidates_path)
     requests = [
         Request.chat(
             judge_messages(_request_text(r["messages"]), [c["text"] for c in r["candidates"]]),
-            Sampling(temperature=0.0, top_p=1.0, max_tokens=max_tokens, seed=0),
+            Sampling(
+                temperature=temperature,
+                top_p=1.0,
+                max_tokens=max_tokens,
+                seed=stable_seed("judge", r["prompt_id"]),
+            ),
             schema=judge_schema(len(r["candidates"]), max_reason_chars),
             id=r["prompt_id"],
         )

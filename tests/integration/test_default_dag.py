@@ -1,66 +1,211 @@
-"""The default (tiny, offline) workflow end to end: a clean run, a no-op rerun, a rebuild served
-from the call cache, a config change that reruns exactly its downstream jobs, and one target."""
+"""The default (tiny, offline) workflow end to end, run once per module: a clean run to the
+corpus, a no-op rerun, a rebuild served by the call cache, config changes that rerun exactly
+their downstream jobs, single targets, the trained generators, and a killed shard that resumes
+from the cache."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import time
 from pathlib import Path
 
+import polars as pl
 import pytest
 import yaml
 
+from speed.data.corpus import COLUMNS
 from speed.io import read_jsonl
-from tests.conftest import snakemake
+from tests.conftest import SNAKEMAKE, copy_workflow, snakemake
 
 FAMILIES = {"classification", "retrieval", "sts", "s2s", "p2p"}
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    workflow = copy_workflow(tmp_path_factory.mktemp("dag") / "wf")
+    snakemake(workflow, "--cores", "2")
+    return workflow
+
+
+def out(workflow: Path, *parts: str) -> Path:
+    return workflow.joinpath("results", "tiny", *parts)
 
 
 def planned_jobs(workflow: Path, *args: str) -> dict[str, int]:
     """Rule -> job count from a dry run's job stats table."""
-    out = snakemake(workflow, "-n", *args).stdout
-    if "Nothing to be done" in out:
+    text = snakemake(workflow, "-n", *args).stdout
+    if "Nothing to be done" in text:
         return {}
-    table = out.split("Job stats:", 1)[1].split("total", 1)[0]
+    table = text.split("Job stats:", 1)[1].split("total", 1)[0]
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
 
 
-@pytest.mark.slow
-def test_default_dag(workflow):
-    snakemake(workflow, "--cores", "2")
-    run = workflow / "results" / "tiny"
+def with_config(workflow: Path, **changes) -> dict[str, int]:
+    """The jobs a dry run plans after changing config keys (dotted paths); config restored."""
+    cfg_file = workflow / "config" / "config.yaml"
+    original = cfg_file.read_text()
+    config = yaml.safe_load(original)
+    for dotted, value in changes.items():
+        *parents, last = dotted.split("__")
+        node = config
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    # Keep key order: Snakemake compares params by their repr, so reordering is a change.
+    cfg_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    try:
+        return planned_jobs(workflow)
+    finally:
+        cfg_file.write_text(original)
 
-    seeds = read_jsonl(run / "teacher" / "seed.jsonl")
+
+def test_teacher_stages(run):
+    seeds = read_jsonl(out(run, "teacher", "seed.jsonl"))
     assert {r["family"] for r in seeds} == FAMILIES
-    stats = json.loads((run / "teacher" / "seed.stats.json").read_text())
+    stats = json.loads(out(run, "teacher", "seed.stats.json").read_text())
     assert stats["prompts"] == stats["kept"] + stats["rejected"] == 46
     for r in seeds:
         assert r["query"] and r["positive"] and r["instruction"] and r["prompt_id"]
         assert (r["negative"] is None) == (r["family"] in {"s2s", "p2p"})
-    ledger = [r for p in sorted((run / "ledger").glob("*.jsonl")) for r in read_jsonl(p)]
-    assert sum(r["stage"] == "brainstorm" for r in ledger) == 4 * 24
-    assert sum(r["stage"] == "seed" for r in ledger) == 46
-    assert not any(r["cached"] for r in ledger)
+    ledger = {p.stem: read_jsonl(p) for p in out(run, "ledger").glob("*.jsonl")}
+    stages = {row["stage"] for rows in ledger.values() for row in rows}
+    assert stages == {"brainstorm", "seed", "judge", "revise"}
+    assert sum(len(v) for k, v in ledger.items() if k.startswith("brainstorm")) == 4 * 24
+    assert len(ledger["seed"]) == 46 and len(ledger["judge"]) == len(ledger["revise"]) == 16
 
-    assert planned_jobs(workflow) == {}
 
-    # A forced rebuild is served by the call cache: same output, nothing paid twice.
-    snakemake(workflow, "--cores", "2", "--forcerun", "seed")
-    assert read_jsonl(run / "teacher" / "seed.jsonl") == seeds
-    assert all(r["cached"] for r in read_jsonl(run / "ledger" / "seed.jsonl"))
+def test_alignment_artifacts(run):
+    pairs = read_jsonl(out(run, "align", "preference_pairs.jsonl"))
+    assert pairs and all(p["chosen"] != p["rejected"] for p in pairs)
+    assert all(len(c["candidates"]) == 4 for c in read_jsonl(out(run, "align", "candidates.jsonl")))
+    assert read_jsonl(out(run, "align", "revisions.jsonl"))
+    senior = json.loads(out(run, "models", "senior", "metrics.json").read_text())
+    assert senior["beta"] == 0.1 and "rewards/margins" in senior["last"]
+    for model in ("junior", "senior", "revisor"):
+        assert (out(run, "models", model, "config.json")).exists()
 
-    # Changing topics.n reruns topics and everything downstream of it, and nothing else.
-    cfg_file = workflow / "config" / "config.yaml"
-    config = yaml.safe_load(cfg_file.read_text())
-    config["topics"]["n"] = 20
-    # Keep key order: Snakemake compares params by their repr, so reordering is a change.
-    cfg_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    assert planned_jobs(workflow) == {
-        "topics": 1, "brainstorm": 4, "prompts": 4, "seed": 1, "all": 1
+
+def test_corpus(run):
+    frame = pl.read_parquet(out(run, "corpus", "speed.parquet"))
+    assert list(frame.columns) == list(COLUMNS)
+    stats = json.loads(out(run, "corpus", "speed.stats.json").read_text())
+    assert stats["in"] == stats["out"] + stats["dropped"] == 46
+    assert frame.height == stats["out"] > 0
+    assert set(frame["generator"].to_list()) == {"senior"}
+    for shard in (0, 1):
+        rows = read_jsonl(out(run, "synth", "revised", "senior", f"{shard}.jsonl"))
+        assert all({"draft", "revision", "text", "revised"} <= set(r) for r in rows)
+
+
+def test_nothing_to_do_then_cached_rebuild(run):
+    assert planned_jobs(run) == {}
+    seeds = read_jsonl(out(run, "teacher", "seed.jsonl"))
+    snakemake(run, "--cores", "2", "--forcerun", "seed", "--until", "seed")
+    assert read_jsonl(out(run, "teacher", "seed.jsonl")) == seeds
+    assert all(r["cached"] for r in read_jsonl(out(run, "ledger", "seed.jsonl")))
+
+
+DOWNSTREAM_OF_SEED = {
+    "junior": 1,
+    "candidates": 1,
+    "judge": 1,
+    "revise": 1,
+    "senior": 1,
+    "revisor": 1,
+    "synth_raw": 2,
+    "synth_revised": 2,
+    "corpus": 1,
+    "all": 1,
+}
+
+
+def test_config_changes_rerun_exactly_their_downstream(run):
+    assert with_config(run, topics__n=20) == {
+        "topics": 1, "brainstorm": 4, "prompts": 4, "seed": 1, **DOWNSTREAM_OF_SEED
+    }  # fmt: skip
+    assert with_config(run, senior__beta=0.2) == {
+        "senior": 1, "synth_raw": 2, "synth_revised": 2, "corpus": 1, "all": 1
+    }  # fmt: skip
+    assert with_config(run, synthesis__shards=3) == {
+        "synth_raw": 3, "synth_revised": 3, "corpus": 1, "all": 1
+    }  # fmt: skip
+    assert with_config(run, corpus__dedup={"threshold": 0.7, "shingle_size": 3}) == {
+        "corpus": 1, "all": 1
     }  # fmt: skip
 
-    # One target alone: the smoke job only needs the (existing) teacher model.
-    assert planned_jobs(workflow, "results/tiny/smoke/teacher.jsonl") == {"smoke_teacher": 1}
-    snakemake(workflow, "--cores", "2", "results/tiny/smoke/teacher.jsonl")
-    for row in read_jsonl(run / "smoke" / "teacher.jsonl"):
+
+def test_single_target(run):
+    assert planned_jobs(run, "results/tiny/smoke/teacher.jsonl") == {"smoke_teacher": 1}
+    snakemake(run, "--cores", "2", "results/tiny/smoke/teacher.jsonl")
+    for row in read_jsonl(out(run, "smoke", "teacher.jsonl")):
         assert set(json.loads(row["text"])) == {"topic", "sentence"}
+
+
+@pytest.mark.parametrize("engine", ["vllm", "transformers"])
+def test_generators_run_on_both_engines_and_senior_differs(run, engine):
+    from speed.llm.factory import make_backend
+    from speed.llm.types import Request, Sampling
+
+    prompts = read_jsonl(out(run, "prompts", "synthesis.jsonl"))[:6]
+    requests = [
+        Request.chat(p["messages"], Sampling(temperature=0.0, max_tokens=120, seed=1), p["schema"])
+        for p in prompts
+    ]
+    options = {
+        "vllm": {
+            "dtype": "float32",
+            "max_model_len": 2048,
+            "kv_cache_gib": 1,
+            "enforce_eager": True,
+        },
+        "transformers": {"dtype": "float32", "batch_size": 8},
+    }[engine]
+    texts = {}
+    for model in ("junior", "senior", "revisor"):
+        backend = make_backend(
+            {"backend": engine, "model": str(out(run, "models", model)), "options": options}
+        )
+        try:
+            texts[model] = [c[0].text for c in backend.generate(requests)]
+        finally:
+            backend.close()
+        assert all(json.loads(t) for t in texts[model])
+    assert texts["senior"] != texts["junior"]
+
+
+def test_killed_shard_resumes_from_the_cache(run):
+    """New synthesis sampling -> new requests; kill the shard job right after its first cache
+    commit; the rerun pays only for what was not committed."""
+    cfg_file = run / "config" / "config.yaml"
+    config = yaml.safe_load(cfg_file.read_text())
+    config["synthesis"]["sampling"]["temperature"] = 0.9
+    cfg_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    target = "results/tiny/synth/raw/senior/0.jsonl"
+    log = out(run, "logs", "synth_raw_senior_0.log")
+    log.unlink()
+    env = {**os.environ, "SPEED_CACHE_FLUSH_EVERY": "2"}
+    proc = subprocess.Popen(
+        [SNAKEMAKE, "--cores", "2", target], cwd=run, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 600
+    while time.time() < deadline and not (log.exists() and "generated 2/" in log.read_text()):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = log.read_text()
+    assert "generated 2/" in first
+    assert not out(run, "synth", "raw", "senior", "0.jsonl").exists()  # complete or absent
+    committed = max(int(n) for n in re.findall(r"generated (\d+)/", first))
+
+    snakemake(run, "--unlock")  # a killed Snakemake leaves its lock behind
+    snakemake(run, "--cores", "2", target, env={"SPEED_CACHE_FLUSH_EVERY": "2"})
+    resumed = log.read_text()[len(first) :]
+    total, cached = map(int, re.search(r"(\d+) samples: (\d+) cached", resumed).groups())
+    assert committed <= cached < total
+    assert len(read_jsonl(out(run, "synth", "raw", "senior", "0.jsonl"))) == total

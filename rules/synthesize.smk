@@ -1,0 +1,118 @@
+# Synthesis (SPEED 11): a generator writes the corpus prompts shard by shard, the revisor
+# revises each example once, and each variant's corpus is assembled, deduplicated and
+# decontaminated. Variants share every upstream artifact and the call cache.
+
+GENERATORS = {"senior": f"{RUN}/models/senior", "junior": f"{RUN}/models/junior"}
+SHARDS = list(range(config["synthesis"]["shards"]))
+# variant -> (generator, revised?); teacher_only is the all-teacher baseline.
+VARIANTS = {
+    "speed": ("senior", True),
+    "no_revisor": ("senior", False),
+    "no_dpo": ("junior", True),
+    "junior_only": ("junior", False),
+}
+
+
+def variant_inputs(wc):
+    if wc.variant == "teacher_only":
+        return [f"{RUN}/synth/teacher_only.jsonl"]
+    generator, revised = VARIANTS[wc.variant]
+    stage = "revised" if revised else "raw"
+    return [f"{RUN}/synth/{stage}/{generator}/{s}.jsonl" for s in SHARDS]
+
+
+rule synth_raw:
+    input:
+        model=lambda wc: GENERATORS[wc.generator],
+        prompts=f"{RUN}/prompts/synthesis.jsonl",
+    output:
+        f"{RUN}/synth/raw/{{generator}}/{{shard}}.jsonl",
+    wildcard_constraints:
+        generator="senior|junior",
+        shard=r"\d+",
+    params:
+        llm=lambda wc: wf.generator_spec(config, wc.generator, GENERATORS[wc.generator]),
+        shards=config["synthesis"]["shards"],
+        sampling=config["synthesis"]["sampling"],
+        seed=config["seed"],
+        cache_dir=config["cache_dir"],
+    log:
+        log_of("synth_raw_{generator}_{shard}"),
+    threads: res("gpu", "threads")
+    resources:
+        **gpu_resources(),
+    script:
+        "../scripts/synth_raw.py"
+
+
+rule synth_revised:
+    input:
+        raw=f"{RUN}/synth/raw/{{generator}}/{{shard}}.jsonl",
+        revisor=f"{RUN}/models/revisor",
+        prompts=f"{RUN}/prompts/synthesis.jsonl",
+    output:
+        revised=f"{RUN}/synth/revised/{{generator}}/{{shard}}.jsonl",
+        stats=f"{RUN}/synth/revised/{{generator}}/{{shard}}.stats.json",
+    wildcard_constraints:
+        generator="senior|junior",
+        shard=r"\d+",
+    params:
+        llm=wf.generator_spec(config, "revisor", f"{RUN}/models/revisor"),
+        sampling=config["synthesis"]["revision_sampling"],
+        seed=config["seed"],
+        cache_dir=config["cache_dir"],
+    log:
+        log_of("synth_revised_{generator}_{shard}"),
+    threads: res("gpu", "threads")
+    resources:
+        **gpu_resources(),
+    script:
+        "../scripts/synth_revised.py"
+
+
+rule teacher_only:
+    input:
+        prompts=f"{RUN}/prompts/teacher_only.jsonl",
+        model=wf.teacher_inputs(config),
+    output:
+        examples=f"{RUN}/synth/teacher_only.jsonl",
+        ledger=f"{RUN}/ledger/teacher_only.jsonl",
+    params:
+        llm=wf.teacher_spec(config),
+        sampling=config["synthesis"]["sampling"],
+        seed=config["seed"],
+        price=config["teacher"]["price"],
+        cache_dir=config["cache_dir"],
+    log:
+        log_of("teacher_only"),
+    threads: res("llm", "threads")
+    resources:
+        mem_mb=res("llm", "mem_mb"),
+        runtime=res("llm", "runtime"),
+        gpu=res("llm", "gpu"),
+        teacher_api=1,
+    script:
+        "../scripts/teacher_only.py"
+
+
+rule corpus:
+    input:
+        variant_inputs,
+    output:
+        parquet=f"{RUN}/corpus/{{variant}}.parquet",
+        stats=f"{RUN}/corpus/{{variant}}.stats.json",
+    wildcard_constraints:
+        variant="|".join([*VARIANTS, "teacher_only"]),
+    params:
+        limits={k: config["corpus"][k] for k in ("min_words", "max_words")},
+        dedup=config["corpus"]["dedup"],
+        decontamination=config["corpus"]["decontamination"],
+        eval_tasks=wf.decontamination_tasks(config),
+    log:
+        log_of("corpus_{variant}"),
+    threads: 1
+    resources:
+        mem_mb=res("default", "mem_mb"),
+        runtime=res("default", "runtime"),
+    script:
+        "../scripts/corpus.py"

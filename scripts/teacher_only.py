@@ -1,0 +1,18 @@
+from speed.logs import setup_logging
+from speed.stages.synthesize import run_generate
+
+sm = snakemake  # noqa: F821
+setup_logging(sm.log[0])
+run_generate(
+    llm=sm.params.llm,
+    generator="teacher",
+    prompts_path=sm.input.prompts,
+    shard=0,
+    shards=1,
+    sampling=sm.params.sampling,
+    seed=sm.params.seed,
+    cache_dir=sm.params.cache_dir,
+    output=sm.output.examples,
+    ledger=sm.output.ledger,
+    price=sm.params.price,
+)

@@ -1,0 +1,14 @@
+from speed.logs import setup_logging
+from speed.stages.align import seed_sft_examples
+from speed.train.sft import train_sft
+
+sm = snakemake  # noqa: F821
+log = setup_logging(sm.log[0])
+train_sft(
+    sm.params.base,
+    seed_sft_examples(sm.input.seed, sm.input.prompts),
+    sm.output[0],
+    sm.params.checkpoints,
+    spec={**sm.params.train, "seed": sm.params.seed},
+    log=log,
+)

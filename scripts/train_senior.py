@@ -1,0 +1,17 @@
+from speed.io import read_jsonl
+from speed.logs import setup_logging
+from speed.train.dpo import train_dpo
+
+sm = snakemake  # noqa: F821
+log = setup_logging(sm.log[0])
+train = dict(sm.params.train)
+beta = train.pop("beta")
+train_dpo(
+    sm.input.junior,
+    read_jsonl(sm.input.pairs),
+    sm.output[0],
+    sm.params.checkpoints,
+    beta=beta,
+    spec={**train, "seed": sm.params.seed},
+    log=log,
+)

@@ -1,0 +1,1 @@
+"""Evaluation: mteb tasks over local folders, per-task instructions, speed-eval."""

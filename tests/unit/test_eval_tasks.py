@@ -1,0 +1,268 @@
+"""Local eval layouts: detection, naming, instructions, and tiny tasks scored with all-MiniLM-L6-v2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from speed.eval.instructions import (
+    CATEGORY_DEFAULTS,
+    TASK_INSTRUCTIONS,
+    query_instruction,
+    query_prefix,
+)
+from speed.eval.local_tasks import describe, detect_type, local_task
+
+ANIMALS = [
+    "The cat curled up on the sofa and purred.",
+    "A dog barked at the mail carrier all morning.",
+    "The horse galloped across the green pasture.",
+    "Two parrots squawked loudly in their cage.",
+]
+CODE = [
+    "The Python function raised a KeyError on missing input.",
+    "Compile the C++ project with optimisations turned on.",
+    "The SQL query joins the orders table with customers.",
+    "A segmentation fault crashed the program at startup.",
+]
+FOOD = [
+    "Simmer the tomato sauce with garlic for twenty minutes.",
+    "Knead the bread dough until it is smooth and elastic.",
+    "Whisk the eggs and sugar before folding in the flour.",
+    "Grill the salmon fillets with lemon and fresh dill.",
+]
+
+
+def _jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _sts(d: Path) -> Path:
+    _jsonl(
+        d / "test.jsonl",
+        [
+            {
+                "sentence1": ANIMALS[0],
+                "sentence2": "A cat purred while lying on a couch.",
+                "score": 4.8,
+            },
+            {
+                "sentence1": ANIMALS[1],
+                "sentence2": "The dog kept barking at the postman.",
+                "score": 4.5,
+            },
+            {
+                "sentence1": CODE[0],
+                "sentence2": "A Python function failed with KeyError.",
+                "score": 4.0,
+            },
+            {"sentence1": FOOD[0], "sentence2": ANIMALS[2], "score": 0.0},
+            {"sentence1": CODE[1], "sentence2": FOOD[1], "score": 0.2},
+            {"sentence1": ANIMALS[3], "sentence2": "Birds make noise.", "score": 2.5},
+        ],
+    )
+    return d
+
+
+def _pair(d: Path) -> Path:
+    rows = [
+        {"sentence1": ANIMALS[0], "sentence2": "A cat purred while lying on a couch.", "label": 1},
+        {
+            "sentence1": CODE[0],
+            "sentence2": "A Python function failed with a KeyError.",
+            "label": 1,
+        },
+        {"sentence1": FOOD[1], "sentence2": "Work the dough until it becomes smooth.", "label": 1},
+        {"sentence1": ANIMALS[1], "sentence2": FOOD[3], "label": 0},
+        {"sentence1": CODE[2], "sentence2": ANIMALS[2], "label": 0},
+        {"sentence1": FOOD[0], "sentence2": CODE[3], "label": 0},
+    ]
+    _jsonl(d / "test.jsonl", rows)
+    return d
+
+
+def _rerank(d: Path) -> Path:
+    rows = [
+        {"query": "How do I fix a KeyError in Python?", "positive": [CODE[0]], "negative": ANIMALS[:2] + FOOD[:2]},
+        {"query": "How long should tomato sauce cook?", "positive": [FOOD[0]], "negative": CODE[:2] + ANIMALS[2:]},
+        {"query": "Why is my dog barking?", "positive": [ANIMALS[1]], "negative": FOOD[2:] + CODE[2:]},
+        {"query": "dropped: no negatives", "positive": [FOOD[3]], "negative": []},
+    ]  # fmt: skip
+    _jsonl(d / "test.jsonl", rows)
+    return d
+
+
+def _cluster(d: Path) -> Path:
+    groups = {"animals": ANIMALS, "code": CODE, "food": FOOD}
+    _jsonl(d / "test.jsonl", [{"text": t, "label": g} for g, ts in groups.items() for t in ts])
+    return d
+
+
+def _classification(d: Path) -> Path:
+    rows = [{"text": t, "label": i} for i, ts in enumerate([ANIMALS, CODE]) for t in ts]
+    _jsonl(d / "train.jsonl", rows)
+    _jsonl(d / "test.jsonl", rows)
+    return d
+
+
+def _retrieval(d: Path) -> Path:
+    _jsonl(
+        d / "corpus.jsonl",
+        [{"_id": f"d{i}", "title": "", "text": t} for i, t in enumerate(CODE + FOOD)],
+    )
+    _jsonl(
+        d / "queries.jsonl",
+        [{"_id": "q1", "text": "python error"}, {"_id": "q9", "text": "unused"}],
+    )
+    (d / "qrels").mkdir()
+    (d / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td0\t1\n")
+    return d
+
+
+def test_detect_type(tmp_path: Path) -> None:
+    assert detect_type(_sts(tmp_path / "a")) == "STS"
+    assert detect_type(_pair(tmp_path / "b")) == "PairClassification"
+    assert detect_type(_rerank(tmp_path / "c")) == "Reranking"
+    assert detect_type(_cluster(tmp_path / "d")) == "Clustering"
+    assert detect_type(_classification(tmp_path / "e")) == "Classification"
+    assert detect_type(_retrieval(tmp_path / "f")) == "Retrieval"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no eval layout"):
+        detect_type(tmp_path / "empty")
+
+
+def test_language_subset_takes_parent_name_and_mteb_protocol(tmp_path: Path) -> None:
+    spec = describe(_classification(tmp_path / "AmazonCounterfactualClassification" / "en"))
+    assert (spec.name, spec.subset, spec.lang) == (
+        "AmazonCounterfactualClassification",
+        "en",
+        "eng-Latn",
+    )
+    assert spec.options["samples_per_label"] == 32  # mteb's setting for this task
+    assert spec.main_score == "accuracy"
+    # also mteb's own subset names with a suffix
+    assert (
+        describe(_classification(tmp_path / "AmazonCounterfactualClassification" / "en-ext")).subset
+        == "en-ext"
+    )
+    # a short lowercase task folder is not a language subset
+    spec = describe(_retrieval(tmp_path / "beir" / "nq"))
+    assert (spec.name, spec.subset, spec.eval_split) == ("nq", "default", "test")
+
+
+def test_known_name_gets_mteb_protocol_unknown_gets_defaults(tmp_path: Path) -> None:
+    spec = describe(_classification(tmp_path / "Banking77Classification"))
+    assert spec.options == {"samples_per_label": 8, "n_experiments": 10}
+    spec = describe(_classification(tmp_path / "MyIntents"))
+    assert (spec.name, spec.subset, spec.options) == ("MyIntents", "default", {})
+    assert describe(_sts(tmp_path / "x")).main_score == "cosine_spearman"
+    assert describe(_pair(tmp_path / "y")).main_score == "max_ap"
+    assert describe(_rerank(tmp_path / "z")).main_score == "map_at_1000"
+
+
+def test_task_json_overrides(tmp_path: Path) -> None:
+    d = _sts(tmp_path / "folder")
+    (d / "task.json").write_text(
+        json.dumps({"name": "Renamed", "type": "STS", "main_score": "pearson", "max_score": 10})
+    )
+    spec = describe(d)
+    assert (spec.name, spec.main_score, spec.options["max_score"]) == ("Renamed", "pearson", 10)
+    task = local_task(d)
+    assert task.metadata.name == "Renamed" and task.max_score == 10
+
+
+def test_local_task_metadata_and_data(tmp_path: Path) -> None:
+    task = local_task(_retrieval(tmp_path / "tiny"))
+    assert task.metadata.type == "Retrieval" and task.metadata.main_score == "ndcg_at_10"
+    assert len(task.metadata.revision) == 16  # folder content hash
+    task.load_data()
+    split = task.dataset["default"]["test"]
+    assert split["queries"]["id"] == ["q1"]  # only queries with qrels
+    assert split["relevant_docs"] == {"q1": {"d0": 1}}
+    sub = local_task(_sts(tmp_path / "STS22" / "en"))
+    assert sub.metadata.hf_subsets == ["en"] and sub.metadata.name == "STS22"
+
+
+def test_instruction_table_covers_mteb_english() -> None:
+    import mteb
+
+    names = {t.metadata.name for t in mteb.get_benchmark("MTEB(eng, v1)").tasks}
+    assert len(names) == 56
+    assert names <= set(TASK_INSTRUCTIONS)
+    assert all(v and "\n" not in v and len(v) < 120 for v in TASK_INSTRUCTIONS.values())
+    assert query_instruction("STS12", "STS") == "Retrieve semantically similar text."
+    assert query_instruction("SomethingNew", "STS") == CATEGORY_DEFAULTS["STS"]
+    assert query_instruction("SomethingNew", "Retrieval") == CATEGORY_DEFAULTS["Retrieval"]
+    assert query_prefix("SciFact", "Retrieval") == (
+        f"Instruct: {TASK_INSTRUCTIONS['SciFact']}\nQuery: "
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_scores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, float]:
+    from speed.eval.run import evaluate_model
+
+    root = tmp_path_factory.mktemp("tiny_eval")
+    specs = [
+        f"local:{_pair(root / 'TinyPairs')}",
+        f"local:{_rerank(root / 'TinyRerank')}",
+        f"local:{_cluster(root / 'TinyClusters')}",
+    ]
+    df = evaluate_model("minilm", specs)
+    assert df.columns == ["task", "category", "metric", "score"]
+    assert df["category"].to_list() == ["PairClassification", "Reranking", "Clustering"]
+    return dict(zip(df["task"], df["score"], strict=True))
+
+
+def test_tiny_tasks_score_sensibly(tiny_scores: dict[str, float]) -> None:
+    # separable toy data: a working pipeline scores near the top of each metric
+    assert tiny_scores["TinyPairs"] > 95
+    assert tiny_scores["TinyRerank"] > 95
+    assert tiny_scores["TinyClusters"] > 70
+
+
+def test_instructions_reach_queries_only(tmp_path: Path) -> None:
+    import mteb
+    from sentence_transformers import SentenceTransformer
+
+    from speed.eval.run import _encoder, _has_trained_prompts, resolve_model_path
+
+    st = SentenceTransformer(resolve_model_path("minilm"))
+    assert not _has_trained_prompts(st)  # saved without prompts: no instructions by default
+    seen: list[tuple[str, str | None]] = []
+    for fn in ("encode", "encode_query", "encode_document"):
+        orig = getattr(st, fn)
+
+        def rec(texts: Any, *a: Any, _fn: str = fn, _orig: Any = orig, **kw: Any) -> Any:
+            seen.append((_fn, kw.get("prompt")))
+            return _orig(texts, *a, **kw)
+
+        setattr(st, fn, rec)
+    enc = _encoder(st, "local/x", "rev", instructions=True)
+    tasks = [
+        local_task(_sts(tmp_path / "STSBenchmark")),
+        local_task(_retrieval(tmp_path / "SciFact")),
+    ]
+    mteb.evaluate(enc, tasks, cache=None, show_progress_bar=False, co2_tracker=False)
+    sts, sci = query_prefix("STSBenchmark", "STS"), query_prefix("SciFact", "Retrieval")
+    assert ("encode", sts) in seen  # both sides of a symmetric task
+    assert ("encode_query", sci) in seen
+    assert [p for f, p in seen if f == "encode_document"] == [None]  # documents: no instruction
+
+
+def test_cache_is_keyed_by_content(tmp_path: Path) -> None:
+    from speed.eval.run import evaluate_model
+
+    d = _sts(tmp_path / "TinySTS")
+    first = evaluate_model("minilm", [f"local:{d}"], output_dir=tmp_path / "out")["score"][0]
+    assert (tmp_path / "out" / "mteb_cache" / "results").is_dir()
+    rows = [json.loads(x) for x in (d / "test.jsonl").read_text().splitlines()]
+    for r in rows:
+        r["score"] = 5 - r["score"]  # same task name, different data
+    _jsonl(d / "test.jsonl", rows)
+    second = evaluate_model("minilm", [f"local:{d}"], output_dir=tmp_path / "out")["score"][0]
+    assert second == pytest.approx(-first, abs=1e-6)
