@@ -22,11 +22,13 @@ include: "rules/models.smk"
 include: "rules/teacher.smk"
 include: "rules/align.smk"
 include: "rules/synthesize.smk"
+include: "rules/embed.smk"
 
 
 rule all:
     input:
         expand(f"{RUN}/corpus/{{variant}}.parquet", variant=config["corpus"]["variants"]),
+        f"{RUN}/eval/summary.csv",
 
 
 onstart:

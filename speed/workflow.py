@@ -100,3 +100,16 @@ def decontamination_tasks(config: dict[str, Any]) -> dict[str, str]:
         name = path.parent.name if len(path.name) <= 3 and path.parent.name else path.name
         tasks[name] = str(path)
     return tasks
+
+
+def eval_task_specs(config: dict[str, Any]) -> list[str]:
+    """`heldout:<Name>` names a task of this run's held-out split; others pass through."""
+    heldout = f"{run_dir(config)}/eval/heldout"
+    return [
+        f"local:{heldout}/{t.removeprefix('heldout:')}" if t.startswith("heldout:") else t
+        for t in config["evaluation"]["tasks"]
+    ]
+
+
+def uses_heldout(config: dict[str, Any]) -> bool:
+    return any(t.startswith("heldout:") for t in config["evaluation"]["tasks"])

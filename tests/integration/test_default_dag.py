@@ -94,12 +94,27 @@ def test_corpus(run):
     frame = pl.read_parquet(out(run, "corpus", "speed.parquet"))
     assert list(frame.columns) == list(COLUMNS)
     stats = json.loads(out(run, "corpus", "speed.stats.json").read_text())
-    assert stats["in"] == stats["out"] + stats["dropped"] == 46
+    assert stats["in"] == stats["out"] + stats["dropped"] == 64
     assert frame.height == stats["out"] > 0
     assert set(frame["generator"].to_list()) == {"senior"}
     for shard in (0, 1):
         rows = read_jsonl(out(run, "synth", "revised", "senior", f"{shard}.jsonl"))
         assert all({"draft", "revision", "text", "revised"} <= set(r) for r in rows)
+
+
+def test_evaluation_summary(run):
+    summary = pl.read_csv(out(run, "eval", "summary.csv"))
+    assert set(summary["variant"]) == {"base", "speed"}
+    tasks = summary.filter(pl.col("task") != "average")
+    assert set(tasks["task"]) == {"SyntheticRetrieval", "SyntheticSTS"}
+    overall = summary.filter((pl.col("task") == "average") & (pl.col("category") == "all"))
+    assert overall.height == 2
+    train = pl.read_parquet(out(run, "embedding_data", "speed.parquet"))
+    heldout = read_jsonl(out(run, "eval", "heldout", "SyntheticRetrieval", "queries.jsonl"))
+    assert not {q["text"] for q in heldout} & set(train["query"].to_list())
+    from sentence_transformers import SentenceTransformer
+
+    assert SentenceTransformer(str(out(run, "embedding", "speed"))).encode(["x"]).shape[0] == 1
 
 
 def test_nothing_to_do_then_cached_rebuild(run):

@@ -1,0 +1,105 @@
+# Embedding model (SPEED 12) and evaluation (SPEED 13): the corpus minus the held-out prompts
+# trains an embedding model per variant; `base` is the untrained embedding base, so every run
+# shows what training changed.
+
+EMBED = config["embedding"]
+EVAL_VARIANTS = ["base", *config["corpus"]["variants"]]
+HELDOUT_FROM = config["corpus"]["variants"][0]
+
+
+rule heldout_tasks:
+    input:
+        f"{RUN}/corpus/{HELDOUT_FROM}.parquet",
+    output:
+        directory(f"{RUN}/eval/heldout"),
+    params:
+        fraction=config["evaluation"]["heldout_fraction"],
+        seed=config["seed"],
+    log:
+        log_of("heldout_tasks"),
+    threads: 1
+    resources:
+        mem_mb=res("default", "mem_mb"),
+        runtime=res("default", "runtime"),
+    script:
+        "../scripts/heldout_tasks.py"
+
+
+rule embedding_data:
+    input:
+        f"{RUN}/corpus/{{variant}}.parquet",
+    output:
+        f"{RUN}/embedding_data/{{variant}}.parquet",
+    params:
+        fraction=config["evaluation"]["heldout_fraction"],
+        seed=config["seed"],
+    log:
+        log_of("embedding_data_{variant}"),
+    threads: 1
+    resources:
+        mem_mb=res("default", "mem_mb"),
+        runtime=res("default", "runtime"),
+    script:
+        "../scripts/embedding_data.py"
+
+
+rule embedding:
+    input:
+        f"{RUN}/embedding_data/{{variant}}.parquet",
+    output:
+        directory(f"{RUN}/embedding/{{variant}}"),
+    params:
+        base=EMBED["base"],
+        train={k: v for k, v in EMBED.items() if k != "base"},
+        seed=config["seed"],
+        checkpoints=f"{config['cache_dir']}/checkpoints",
+    log:
+        log_of("embedding_{variant}"),
+    threads: res("gpu", "threads")
+    resources:
+        **gpu_resources(),
+    script:
+        "../scripts/train_embedding.py"
+
+
+def eval_inputs(wc):
+    inputs = {"tasks": [f"{RUN}/eval/heldout"]} if wf.uses_heldout(config) else {}
+    if wc.variant != "base":
+        inputs["model"] = f"{RUN}/embedding/{wc.variant}"
+    return inputs
+
+
+rule evaluate:
+    input:
+        unpack(eval_inputs),
+    output:
+        f"{RUN}/eval/{{variant}}/scores.csv",
+    wildcard_constraints:
+        variant="|".join(EVAL_VARIANTS),
+    params:
+        tasks=wf.eval_task_specs(config),
+        base=EMBED["base"],
+    log:
+        log_of("evaluate_{variant}"),
+    threads: res("gpu", "threads")
+    resources:
+        **gpu_resources(),
+    script:
+        "../scripts/evaluate.py"
+
+
+rule eval_summary:
+    input:
+        expand(f"{RUN}/eval/{{variant}}/scores.csv", variant=EVAL_VARIANTS),
+    output:
+        f"{RUN}/eval/summary.csv",
+    params:
+        variants=EVAL_VARIANTS,
+    log:
+        log_of("eval_summary"),
+    threads: 1
+    resources:
+        mem_mb=res("default", "mem_mb"),
+        runtime=res("default", "runtime"),
+    script:
+        "../scripts/eval_summary.py"

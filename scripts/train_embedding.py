@@ -1,0 +1,14 @@
+from speed.logs import setup_logging
+from speed.train.embedding import train_embedding
+
+sm = snakemake  # noqa: F821
+log = setup_logging(sm.log[0])
+train_embedding(
+    sm.input[0],
+    sm.params.base,
+    sm.output[0],
+    sm.params.checkpoints,
+    **sm.params.train,
+    seed=sm.params.seed,
+    log=log,
+)
