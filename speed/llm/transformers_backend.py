@@ -126,9 +126,8 @@ class TransformersBackend:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.identity = {
-            "backend": "local",  # vLLM and transformers share cache entries only by design choice
             "engine": "transformers",
-            "model": str(model),
+            # Content, not path: a moved or copied model keeps its cache entries.
             "model_hash": fingerprint(model),
             "adapter_hash": fingerprint(adapter),
         }

@@ -37,9 +37,8 @@ class VLLMBackend:
 
         self.adapter = adapter
         self.identity = {
-            "backend": "local",  # vLLM and transformers share cache entries only by design choice
             "engine": "vllm",
-            "model": str(model),
+            # Content, not path: a moved or copied model keeps its cache entries.
             "model_hash": fingerprint(model),
             "adapter_hash": fingerprint(adapter),
         }
