@@ -10,7 +10,7 @@ rule junior:
     output:
         directory(f"{RUN}/models/junior"),
     params:
-        base=wf.model_path(config, config["generation"]["base"]),
+        base=model_param(config["generation"]["base"]),
         train=config["junior"],
         seed=config["seed"],
         checkpoints=f"{config['cache_dir']}/checkpoints",
@@ -19,6 +19,8 @@ rule junior:
     threads: res("gpu", "threads")
     resources:
         **gpu_resources(),
+    conda:
+        llm_env("gpu")
     script:
         "../scripts/train_junior.py"
 
@@ -41,6 +43,8 @@ rule candidates:
     threads: res("gpu", "threads")
     resources:
         **gpu_resources(),
+    conda:
+        llm_env("gpu")
     script:
         "../scripts/candidates.py"
 
@@ -69,6 +73,8 @@ rule judge:
         runtime=res("llm", "runtime"),
         gpu=res("llm", "gpu"),
         teacher_api=1,
+    conda:
+        llm_env("llm")
     script:
         "../scripts/judge.py"
 
@@ -102,6 +108,8 @@ rule revise:
         runtime=res("llm", "runtime"),
         gpu=res("llm", "gpu"),
         teacher_api=1,
+    conda:
+        llm_env("llm")
     script:
         "../scripts/revise.py"
 
@@ -121,6 +129,8 @@ rule senior:
     threads: res("gpu", "threads")
     resources:
         **gpu_resources(),
+    conda:
+        llm_env("gpu")
     script:
         "../scripts/train_senior.py"
 
@@ -132,7 +142,7 @@ rule revisor:
     output:
         directory(f"{RUN}/models/revisor"),
     params:
-        base=wf.model_path(config, config["generation"]["base"]),
+        base=model_param(config["generation"]["base"]),
         train=config["revisor"],
         seed=config["seed"],
         checkpoints=f"{config['cache_dir']}/checkpoints",
@@ -141,5 +151,7 @@ rule revisor:
     threads: res("gpu", "threads")
     resources:
         **gpu_resources(),
+    conda:
+        llm_env("gpu")
     script:
         "../scripts/train_revisor.py"

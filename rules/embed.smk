@@ -21,6 +21,8 @@ rule heldout_tasks:
     resources:
         mem_mb=res("default", "mem_mb"),
         runtime=res("default", "runtime"),
+    conda:
+        "../envs/data.yaml"
     script:
         "../scripts/heldout_tasks.py"
 
@@ -39,6 +41,8 @@ rule embedding_data:
     resources:
         mem_mb=res("default", "mem_mb"),
         runtime=res("default", "runtime"),
+    conda:
+        "../envs/data.yaml"
     script:
         "../scripts/embedding_data.py"
 
@@ -58,15 +62,10 @@ rule embedding:
     threads: res("gpu", "threads")
     resources:
         **gpu_resources(),
+    conda:
+        "../envs/embed.yaml"
     script:
         "../scripts/train_embedding.py"
-
-
-def eval_inputs(wc):
-    inputs = {"tasks": [f"{RUN}/eval/heldout"]} if wf.uses_heldout(config) else {}
-    if wc.variant != "base":
-        inputs["model"] = f"{RUN}/embedding/{wc.variant}"
-    return inputs
 
 
 rule evaluate:
@@ -84,6 +83,8 @@ rule evaluate:
     threads: res("gpu", "threads")
     resources:
         **gpu_resources(),
+    conda:
+        "../envs/embed.yaml"
     script:
         "../scripts/evaluate.py"
 
@@ -101,5 +102,7 @@ rule eval_summary:
     resources:
         mem_mb=res("default", "mem_mb"),
         runtime=res("default", "runtime"),
+    conda:
+        "../envs/data.yaml"
     script:
         "../scripts/eval_summary.py"

@@ -14,6 +14,8 @@ rule tiny_tokenizer:
     resources:
         mem_mb=res("default", "mem_mb"),
         runtime=res("default", "runtime"),
+    conda:
+        "../envs/llm.yaml"
     script:
         "../scripts/build_tiny_tokenizer.py"
 
@@ -33,5 +35,7 @@ rule tiny_llm:
     resources:
         mem_mb=res("default", "mem_mb"),
         runtime=res("default", "runtime"),
+    conda:
+        "../envs/llm.yaml"
     script:
         "../scripts/build_tiny_llm.py"

@@ -13,14 +13,6 @@ VARIANTS = {
 }
 
 
-def variant_inputs(wc):
-    if wc.variant == "teacher_only":
-        return [f"{RUN}/synth/teacher_only.jsonl"]
-    generator, revised = VARIANTS[wc.variant]
-    stage = "revised" if revised else "raw"
-    return [f"{RUN}/synth/{stage}/{generator}/{s}.jsonl" for s in SHARDS]
-
-
 rule synth_raw:
     input:
         model=lambda wc: GENERATORS[wc.generator],
@@ -41,6 +33,8 @@ rule synth_raw:
     threads: res("gpu", "threads")
     resources:
         **gpu_resources(),
+    conda:
+        llm_env("gpu")
     script:
         "../scripts/synth_raw.py"
 
@@ -66,6 +60,8 @@ rule synth_revised:
     threads: res("gpu", "threads")
     resources:
         **gpu_resources(),
+    conda:
+        llm_env("gpu")
     script:
         "../scripts/synth_revised.py"
 
@@ -91,6 +87,8 @@ rule teacher_only:
         runtime=res("llm", "runtime"),
         gpu=res("llm", "gpu"),
         teacher_api=1,
+    conda:
+        llm_env("llm")
     script:
         "../scripts/teacher_only.py"
 
@@ -114,5 +112,7 @@ rule corpus:
     resources:
         mem_mb=res("default", "mem_mb"),
         runtime=res("default", "runtime"),
+    conda:
+        "../envs/data.yaml"
     script:
         "../scripts/corpus.py"

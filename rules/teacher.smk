@@ -6,17 +6,6 @@ BRAINSTORMED = ["retrieval", "classification", "s2s", "p2p"]
 PURPOSES = list(config["prompts"]["n"])
 
 
-def teacher_params(max_tokens):
-    t = config["teacher"]
-    return dict(
-        llm=wf.teacher_spec(config),
-        sampling=dict(temperature=t["temperature"], top_p=t["top_p"], max_tokens=max_tokens),
-        seed=config["seed"],
-        price=t["price"],
-        cache_dir=config["cache_dir"],
-    )
-
-
 rule topics:
     output:
         f"{RUN}/topics.jsonl",
@@ -29,6 +18,8 @@ rule topics:
     resources:
         mem_mb=res("default", "mem_mb"),
         runtime=res("default", "runtime"),
+    conda:
+        "../envs/data.yaml"
     script:
         "../scripts/topics.py"
 
@@ -54,6 +45,8 @@ rule brainstorm:
         runtime=res("llm", "runtime"),
         gpu=res("llm", "gpu"),
         teacher_api=1,
+    conda:
+        llm_env("llm")
     script:
         "../scripts/brainstorm.py"
 
@@ -78,6 +71,8 @@ rule prompts:
     resources:
         mem_mb=res("default", "mem_mb"),
         runtime=res("default", "runtime"),
+    conda:
+        "../envs/data.yaml"
     script:
         "../scripts/prompts.py"
 
@@ -101,6 +96,8 @@ rule seed:
         runtime=res("llm", "runtime"),
         gpu=res("llm", "gpu"),
         teacher_api=1,
+    conda:
+        llm_env("llm")
     script:
         "../scripts/seed.py"
 
@@ -128,5 +125,7 @@ rule smoke_teacher:
         runtime=res("llm", "runtime"),
         gpu=res("llm", "gpu"),
         teacher_api=1,
+    conda:
+        llm_env("llm")
     script:
         "../scripts/smoke_teacher.py"
