@@ -1,8 +1,10 @@
+from speed.gpu import claim_gpus
 from speed.logs import setup_logging
 from speed.stages.align import run_judge
 
 sm = snakemake  # noqa: F821
 setup_logging(sm.log[0])
+claim_gpus(sm.resources.get("gpu", 0))  # pin GPUs before torch/vLLM load
 run_judge(
     llm=sm.params.llm,
     candidates_path=sm.input.candidates,

@@ -1,10 +1,12 @@
 import json
 
+from speed.gpu import claim_gpus
 from speed.logs import setup_logging
 from speed.smoke import run_smoke
 
 sm = snakemake  # noqa: F821
 log = setup_logging(sm.log[0])
+claim_gpus(sm.resources.get("gpu", 0))  # pin GPUs before torch/vLLM load
 stats = run_smoke(
     llm=sm.params.llm,
     n=sm.params.n,

@@ -1,8 +1,10 @@
+from speed.gpu import claim_gpus
 from speed.logs import setup_logging
 from speed.stages.synthesize import run_generate
 
 sm = snakemake  # noqa: F821
 setup_logging(sm.log[0])
+claim_gpus(sm.resources.get("gpu", 0))  # pin GPUs before torch/vLLM load
 run_generate(
     llm=sm.params.llm,
     generator="teacher",

@@ -1,8 +1,10 @@
+from speed.gpu import claim_gpus
 from speed.logs import setup_logging
 from speed.train.embedding import train_embedding
 
 sm = snakemake  # noqa: F821
 log = setup_logging(sm.log[0])
+claim_gpus(sm.resources.get("gpu", 0))  # pin GPUs before torch/vLLM load
 train_embedding(
     sm.input[0],
     sm.params.base,

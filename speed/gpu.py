@@ -1,0 +1,133 @@
+"""GPU pinning for local multi-GPU runs.
+
+Snakemake counts GPUs (`--resources gpu=N`) but does not say which device a job gets, so two
+concurrent GPU jobs would both land on device 0. A GPU job therefore claims N free devices
+itself: one lock file per device in a runtime folder, taken with `fcntl.flock`, held for the
+life of the process. The kernel drops a flock when its holder exits, so a crashed or killed job
+frees its devices by itself; nothing is ever cleaned up by hand.
+
+Call `claim_gpus(n)` first thing in a job script, before torch or vLLM are imported: CUDA reads
+CUDA_VISIBLE_DEVICES once, at initialisation.
+
+- n == 0: nothing is set (a CPU job).
+- Under SLURM (SLURM_JOB_ID set) or when CUDA_VISIBLE_DEVICES is already set (a scheduler or the
+  user chose): what is set is kept.
+- Otherwise devices come from SPEED_GPU_COUNT (tests, or to restrict a run to the first K
+  devices) or `nvidia-smi -L`. Lock files live in SPEED_GPU_LOCK_DIR (default
+  `$XDG_RUNTIME_DIR/speed-gpus` or `/tmp/speed-gpus-<uid>`), shared by every workflow of the
+  user on the machine.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_HELD: list[int] = []  # fds of the locks this process holds (closed only at exit)
+
+
+def device_count() -> int:
+    """GPUs on this machine: SPEED_GPU_COUNT if set, else `nvidia-smi -L` (0 without it)."""
+    override = os.environ.get("SPEED_GPU_COUNT")
+    if override is not None and override.strip():
+        return int(override)
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+def lock_dir() -> Path:
+    if os.environ.get("SPEED_GPU_LOCK_DIR"):
+        return Path(os.environ["SPEED_GPU_LOCK_DIR"])
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return Path(runtime) / "speed-gpus"
+    return Path(tempfile.gettempdir()) / f"speed-gpus-{os.getuid()}"
+
+
+def _try_lock(path: Path) -> int | None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            return None
+        raise
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def _try_claim(n: int, count: int, folder: Path) -> list[int] | None:
+    """All-or-nothing: n free devices, or none held (no hold-and-wait, so no deadlock)."""
+    got: list[tuple[int, int]] = []
+    for device in range(count):
+        fd = _try_lock(folder / f"gpu{device}.lock")
+        if fd is not None:
+            got.append((device, fd))
+            if len(got) == n:
+                _HELD.extend(fd for _, fd in got)
+                return [device for device, _ in got]
+    for _, fd in got:
+        os.close(fd)
+    return None
+
+
+def claim_gpus(n: int | None, timeout: float | None = None, poll: float = 1.0) -> list[str]:
+    """Pin this process to `n` GPUs via CUDA_VISIBLE_DEVICES; returns the visible device ids.
+
+    Blocks until n devices are free (at most `timeout` seconds, None: forever). Safe to call
+    once per process, before any CUDA library is imported.
+    """
+    n = int(n or 0)
+    if n <= 0:
+        return []
+    set_by = "SLURM" if os.environ.get("SLURM_JOB_ID") else "the environment"
+    if os.environ.get("SLURM_JOB_ID") or "CUDA_VISIBLE_DEVICES" in os.environ:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        log.info("GPUs: keeping CUDA_VISIBLE_DEVICES=%s set by %s", visible, set_by)
+        return [d for d in visible.split(",") if d]
+    for mod in ("torch", "vllm"):
+        if mod in sys.modules:
+            log.warning("GPUs: %s was imported before claim_gpus; pinning may not apply", mod)
+    count = device_count()
+    if count == 0:
+        log.warning("GPUs: %d requested but none found; running on CPU", n)
+        return []
+    if n > count:
+        raise RuntimeError(f"{n} GPUs requested but this machine has {count}")
+    folder = lock_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    waiting_logged = False
+    while (devices := _try_claim(n, count, folder)) is None:
+        if timeout is not None and time.monotonic() - start > timeout:
+            raise TimeoutError(f"no {n} free GPUs of {count} after {timeout} s ({folder})")
+        if not waiting_logged:
+            log.info("GPUs: waiting for %d free device(s) of %d (locks in %s)", n, count, folder)
+            waiting_logged = True
+        time.sleep(poll * (0.5 + random.random()))
+    visible = ",".join(map(str, devices))
+    # nvidia-smi numbers devices by PCI bus; make CUDA use the same order.
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    os.environ["CUDA_VISIBLE_DEVICES"] = visible
+    log.info("GPUs: claimed CUDA_VISIBLE_DEVICES=%s (locks in %s)", visible, folder)
+    return [str(d) for d in devices]
