@@ -36,15 +36,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from speed.eval.run import evaluate_model  # heavy imports after argument errors
 
-    df = evaluate_model(
-        args.model,
-        args.task,
-        output_dir=args.cache_dir,
-        model_name=args.model_name,
-        revision=args.revision,
-        use_instructions=args.instructions,
-        batch_size=args.batch_size,
-    )
+    try:
+        df = evaluate_model(
+            args.model,
+            args.task,
+            output_dir=args.cache_dir,
+            model_name=args.model_name,
+            revision=args.revision,
+            use_instructions=args.instructions,
+            batch_size=args.batch_size,
+        )
+    except (ValueError, FileNotFoundError, RuntimeError) as e:  # bad spec, missing data
+        ap.exit(2, f"speed-eval: error: {e}\n")
     with atomic_file(args.output) as f:
         df.write_csv(f)
     print(df.write_csv(), end="")

@@ -29,23 +29,25 @@ TASK_INSTRUCTIONS: dict[str, str] = {
     "AmazonCounterfactualClassification": (
         "Decide whether the given Amazon review describes a counterfactual situation."
     ),
-    "AmazonPolarityClassification": "Decide whether the given Amazon review is positive or negative.",
+    "AmazonPolarityClassification": "Decide if the given Amazon review is positive or negative.",
     "AmazonReviewsClassification": "Predict the star rating of the given Amazon review.",
     "Banking77Classification": "Given a question from an online banking customer, find its intent.",
     "EmotionClassification": (
         "Label the emotion of the given tweet as anger, fear, joy, love, sadness or surprise."
     ),
     "ImdbClassification": "Decide whether the given IMDB movie review is positive or negative.",
-    "MassiveIntentClassification": "Given an utterance to a voice assistant, find the user's intent.",
-    "MassiveScenarioClassification": "Given an utterance to a voice assistant, find its scenario.",
-    "MTOPDomainClassification": "Find the domain of the given request to a task-oriented assistant.",
-    "MTOPIntentClassification": "Find the intent of the given request to a task-oriented assistant.",
+    "MassiveIntentClassification": "Given a request to a voice assistant, find the user's intent.",
+    "MassiveScenarioClassification": "Given a request to a voice assistant, find its scenario.",
+    "MTOPDomainClassification": "Find the domain of the given request to a task assistant.",
+    "MTOPIntentClassification": "Find the intent of the given request to a task assistant.",
     "ToxicConversationsClassification": "Decide whether the given comment is toxic or not.",
     "TweetSentimentExtractionClassification": (
         "Label the sentiment of the given tweet as positive, negative or neutral."
     ),
     # Clustering (11)
-    "ArxivClusteringP2P": "Find the main and secondary arXiv category of a paper from its title and abstract.",
+    "ArxivClusteringP2P": (
+        "Find the main and secondary arXiv category of a paper from its title and abstract."
+    ),
     "ArxivClusteringS2S": "Find the main and secondary arXiv category of a paper from its title.",
     "BiorxivClusteringP2P": "Find the bioRxiv category of a paper from its title and abstract.",
     "BiorxivClusteringS2S": "Find the bioRxiv category of a paper from its title.",
@@ -57,17 +59,19 @@ TASK_INSTRUCTIONS: dict[str, str] = {
     "StackExchangeClusteringP2P": "Find the StackExchange site of a post from its text.",
     "TwentyNewsgroupsClustering": "Find the newsgroup topic of the given news article.",
     # Pair classification (3)
-    "SprintDuplicateQuestions": "Retrieve questions from the Sprint forum that duplicate the given one.",
+    "SprintDuplicateQuestions": "Retrieve Sprint forum questions that duplicate the given one.",
     "TwitterSemEval2015": "Retrieve tweets that mean the same as the given tweet.",
     "TwitterURLCorpus": "Retrieve tweets that paraphrase the given tweet.",
     # Reranking (4)
     "AskUbuntuDupQuestions": "Retrieve AskUbuntu questions that duplicate the given question.",
     "MindSmallReranking": "Given a user's reading history, retrieve news articles they will read.",
     "SciDocsRR": "Given the title of a scientific paper, retrieve titles of related papers.",
-    "StackOverflowDupQuestions": "Retrieve StackOverflow questions that duplicate the given question.",
+    "StackOverflowDupQuestions": "Retrieve StackOverflow questions that duplicate the given one.",
     # Retrieval (15)
     "ArguAna": "Given an argument, retrieve the argument that counters it.",
-    "ClimateFEVER": "Given a claim about climate change, retrieve passages that support or refute it.",
+    "ClimateFEVER": (
+        "Given a claim about climate change, retrieve passages that support or refute it."
+    ),
     "CQADupstackRetrieval": (
         "Given a StackExchange question, retrieve questions that duplicate it with its details."
     ),
@@ -76,7 +80,9 @@ TASK_INSTRUCTIONS: dict[str, str] = {
     "FiQA2018": "Given a question about finance, retrieve forum answers that address it.",
     "HotpotQA": "Given a multi-hop question, retrieve Wikipedia passages needed to answer it.",
     "MSMARCO": "Given a web search query, retrieve passages that answer it.",
-    "NFCorpus": "Given a question about nutrition or health, retrieve medical documents that answer it.",
+    "NFCorpus": (
+        "Given a question about nutrition or health, retrieve medical documents that answer it."
+    ),
     "NQ": "Given a question, retrieve the Wikipedia passages that answer it.",
     "QuoraRetrieval": "Given a Quora question, retrieve questions that ask the same thing.",
     "SCIDOCS": "Given the title of a scientific paper, retrieve abstracts of papers it cites.",

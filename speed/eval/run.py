@@ -172,6 +172,7 @@ def evaluate_model(
     import mteb
     from sentence_transformers import SentenceTransformer
 
+    task_objs = load_tasks(tasks)  # bad specs fail before the model loads
     path = resolve_model_path(model)
     st_model = SentenceTransformer(path)
     instructions = use_instructions or _has_trained_prompts(st_model)
@@ -182,20 +183,22 @@ def evaluate_model(
     if instructions:  # another prompt table is another model as far as the cache is concerned
         rev = f"{rev}-instr{_instructions_digest()}"
     encoder = _encoder(st_model, name, rev, instructions)
-    task_objs = load_tasks(tasks)
     log.info("evaluating %s@%s (instructions=%s) on %d tasks", name, rev, instructions, len(tasks))
 
     tmp = None if output_dir is not None else tempfile.TemporaryDirectory(prefix="speed-eval-")
     cache_root = Path(output_dir) / "mteb_cache" if output_dir is not None else Path(tmp.name)  # type: ignore[union-attr]
     try:
         cache = mteb.ResultCache(cache_path=cache_root)
-        rows = []
+        plan = []
         for spec, task in zip(tasks, task_objs, strict=True):
             cached = cache.load_task_result(task.metadata.name, encoder.mteb_model_meta)
             # same name but other data (a local folder was rebuilt): recompute
             stale = cached is not None and cached.dataset_revision != task.metadata.revision
             if spec.startswith("mteb:") and (cached is None or stale):
-                _ensure_data(task, spec)
+                _ensure_data(task, spec)  # all downloads checked before any encoding
+            plan.append((task, stale))
+        rows = []
+        for task, stale in plan:
             t0 = time.monotonic()
             result = mteb.evaluate(
                 encoder,
@@ -207,12 +210,9 @@ def evaluate_model(
                 co2_tracker=False,
             )
             score = _main_score(result.task_results[0], task)
+            elapsed = time.monotonic() - t0
             log.info(
-                "%s: %s %.2f (%.0f s)",
-                task.metadata.name,
-                task.metadata.main_score,
-                score,
-                time.monotonic() - t0,
+                "%s: %s %.2f (%.0f s)", task.metadata.name, task.metadata.main_score, score, elapsed
             )
             rows.append(
                 {
