@@ -82,6 +82,11 @@ def parse_judgment(text: str, candidates_valid: list[bool]) -> Judgment:
     return Judgment(best, worst, reason)
 
 
+def request_text(messages: list[dict[str, str]]) -> str:
+    """The data prompt as the judge, reviser and revisor see it: its non-assistant turns."""
+    return "\n\n".join(m["content"] for m in messages if m["role"] != "assistant")
+
+
 def _revision_request(request: str, draft: str) -> str:
     return (
         "Below is a request for one training example and a draft answer to it.\n\n"

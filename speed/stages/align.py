@@ -18,6 +18,7 @@ from speed.prompts.align import (
     judge_schema,
     parse_judgment,
     parse_revision,
+    request_text,
     revise_messages,
     revise_schema,
     revisor_messages,
@@ -25,10 +26,6 @@ from speed.prompts.align import (
 from speed.stages.teacher import stable_seed, write_stats
 
 log = logging.getLogger(__name__)
-
-
-def _request_text(messages: list[dict[str, str]]) -> str:
-    return "\n\n".join(m["content"] for m in messages if m["role"] != "assistant")
 
 
 def seed_sft_examples(seed_path: str, prompts_path: str) -> list[dict[str, Any]]:
@@ -126,7 +123,7 @@ def run_judge(
     rows = read_jsonl(candidates_path)
     requests = [
         Request.chat(
-            judge_messages(_request_text(r["messages"]), [c["text"] for c in r["candidates"]]),
+            judge_messages(request_text(r["messages"]), [c["text"] for c in r["candidates"]]),
             Sampling(
                 temperature=temperature,
                 top_p=1.0,
@@ -201,7 +198,7 @@ def run_revise(
     ]
     requests = [
         Request.chat(
-            revise_messages(_request_text(r["messages"]), r["candidates"][d]["text"]),
+            revise_messages(request_text(r["messages"]), r["candidates"][d]["text"]),
             Sampling(**sampling, seed=stable_seed(seed, "revise", r["prompt_id"])),
             schema=revise_schema(r["family"], max_field_chars, max_reason_chars),
             id=r["prompt_id"],
@@ -243,7 +240,7 @@ def revisor_sft_examples(revisions_path: str) -> list[dict[str, Any]]:
     return [
         {
             "messages": [
-                *revisor_messages(_request_text(r["messages"]), r["draft"]),
+                *revisor_messages(request_text(r["messages"]), r["draft"]),
                 {"role": "assistant", "content": r["revision"]},
             ]
         }

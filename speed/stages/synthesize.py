@@ -12,7 +12,7 @@ from speed.data.validate import check_text
 from speed.io import read_jsonl, write_jsonl
 from speed.llm.factory import open_client
 from speed.llm.types import Request, Sampling
-from speed.prompts.align import canonical_output, revisor_messages
+from speed.prompts.align import canonical_output, request_text, revisor_messages
 from speed.stages.teacher import stable_seed, write_stats
 
 log = logging.getLogger(__name__)
@@ -23,10 +23,6 @@ def shard_of(prompts: list[dict[str, Any]], shard: int, shards: int) -> list[dic
     if not 0 <= shard < shards:
         raise ValueError(f"shard {shard} outside 0..{shards - 1}")
     return prompts[shard::shards]
-
-
-def request_text(messages: list[dict[str, str]]) -> str:
-    return "\n\n".join(m["content"] for m in messages if m["role"] != "assistant")
 
 
 def run_generate(
