@@ -68,7 +68,14 @@ class EvalIndex:
     def hits(self, texts: Sequence[str]) -> list[str | None]:
         """For each text, the evaluation task it is contaminated by, or None."""
         found: list[str | None] = []
-        for t, mh in zip(texts, self._minhash(texts), strict=True):
+        for start in range(0, len(texts), 20_000):  # bound the memory of the MinHash objects
+            chunk = texts[start : start + 20_000]
+            found += self._hits(chunk, self._minhash(chunk))
+        return found
+
+    def _hits(self, texts: Sequence[str], hashes: list[object]) -> list[str | None]:
+        found: list[str | None] = []
+        for t, mh in zip(texts, hashes, strict=True):
             task = next(
                 (self._grams[g] for g in ngram_hashes(t, self.ngram) if g in self._grams), None
             )
