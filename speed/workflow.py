@@ -72,10 +72,6 @@ def teacher_inputs(config: dict[str, Any]) -> list[str]:
     return [] if t["backend"] == "openai" else model_inputs(config, t["model"])
 
 
-def resources(config: dict[str, Any], kind: str) -> dict[str, Any]:
-    return dict(config["resources"][kind])
-
-
 def log_path(config: dict[str, Any], name: str) -> str:
     return str(Path(run_dir(config)) / "logs" / f"{name}.log")
 

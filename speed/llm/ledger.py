@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 
 @dataclass(frozen=True)
@@ -61,8 +60,3 @@ class Ledger:
         )
         self.stream.write(json.dumps(asdict(row)) + "\n")
         self.stream.flush()
-
-
-def read_ledger(path: str | Path) -> list[dict[str, Any]]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
