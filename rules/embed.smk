@@ -5,6 +5,10 @@
 EMBED = config["embedding"]
 EVAL_VARIANTS = ["base", *config["corpus"]["variants"]]
 HELDOUT_FROM = config["corpus"]["variants"][0]
+# The scaling study trains on nested fractions of one variant's data: "speed@0.5" etc.
+SCALING = config["scaling"]
+SCALED = [f"{SCALING['variant']}@{f}" for f in sorted(SCALING["fractions"])]
+SCALING_POINTS = [*SCALED, SCALING["variant"]] if SCALED else []
 
 
 rule heldout_tasks:
@@ -32,6 +36,8 @@ rule embedding_data:
         f"{RUN}/corpus/{{variant}}.parquet",
     output:
         f"{RUN}/embedding_data/{{variant}}.parquet",
+    wildcard_constraints:
+        variant="|".join(VARIANT_NAMES),
     params:
         fraction=config["evaluation"]["heldout_fraction"],
         seed=config["seed"],
@@ -74,7 +80,7 @@ rule evaluate:
     output:
         f"{RUN}/eval/{{variant}}/scores.csv",
     wildcard_constraints:
-        variant="|".join(EVAL_VARIANTS),
+        variant="|".join(re.escape(v) for v in [*EVAL_VARIANTS, *SCALED]),
     params:
         tasks=wf.eval_task_specs(config),
         base=EMBED["base"],

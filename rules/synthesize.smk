@@ -4,13 +4,8 @@
 
 GENERATORS = {"senior": f"{RUN}/models/senior", "junior": f"{RUN}/models/junior"}
 SHARDS = list(range(config["synthesis"]["shards"]))
-# variant -> (generator, revised?); teacher_only is the all-teacher baseline.
-VARIANTS = {
-    "speed": ("senior", True),
-    "no_revisor": ("senior", False),
-    "no_dpo": ("junior", True),
-    "junior_only": ("junior", False),
-}
+VARIANTS = wf.VARIANT_SOURCES  # variant -> (generator, revised?)
+VARIANT_NAMES = [*VARIANTS, "teacher_only"]
 
 
 rule synth_raw:
@@ -100,7 +95,7 @@ rule corpus:
         parquet=f"{RUN}/corpus/{{variant}}.parquet",
         stats=f"{RUN}/corpus/{{variant}}.stats.json",
     wildcard_constraints:
-        variant="|".join([*VARIANTS, "teacher_only"]),
+        variant="|".join(VARIANT_NAMES),
     params:
         limits={k: config["corpus"][k] for k in ("min_words", "max_words")},
         dedup=config["corpus"]["dedup"],

@@ -7,6 +7,9 @@ PURPOSES = list(config["prompts"]["n"])
 
 
 rule topics:
+    input:
+        # a topic file is an input (its content is a rerun trigger); the built-in tree is not
+        [] if config["topics"]["source"] == "builtin" else config["topics"]["path"],
     output:
         f"{RUN}/topics.jsonl",
     params:

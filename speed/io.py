@@ -54,3 +54,8 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def read_json(path: str | Path) -> Any:
+    with open(path) as f:
+        return json.load(f)

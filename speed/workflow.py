@@ -8,6 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+# Corpus variant -> (generator, revised?): which shards it is assembled from. teacher_only, the
+# all-teacher baseline, has no generator.
+VARIANT_SOURCES: dict[str, tuple[str, bool]] = {
+    "speed": ("senior", True),
+    "no_revisor": ("senior", False),
+    "no_dpo": ("junior", True),
+    "junior_only": ("junior", False),
+}
+
 
 def run_dir(config: dict[str, Any]) -> str:
     return f"{config['results_dir']}/{config['run']}"

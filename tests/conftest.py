@@ -15,7 +15,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-WORKFLOW_FILES = ["Snakefile", "rules", "scripts", "config", "profiles", "envs"]
+WORKFLOW_FILES = ["Snakefile", "rules", "scripts", "config", "profiles", "envs", "docs"]
 
 
 @pytest.fixture(scope="session")

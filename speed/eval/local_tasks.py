@@ -313,6 +313,19 @@ def _load_reranking(spec: LocalSpec) -> dict[str, RetrievalSplitData]:
     return {spec.eval_split: data}
 
 
+def _query_instructions(spec: LocalSpec) -> dict[str, str] | None:
+    """query text -> its own instruction, for retrieval folders whose queries.jsonl rows carry
+    an `instruction` (the held-out synthetic split: every query comes from another task)."""
+    if spec.type != "Retrieval":
+        return None
+    table = {
+        q["text"]: q["instruction"]
+        for q in read_jsonl(spec.path / "queries.jsonl")
+        if q.get("instruction")
+    }
+    return table or None
+
+
 _LOADERS = {
     "STS": _load_sts,
     "Classification": _load_classification,
@@ -353,7 +366,12 @@ def local_task(folder: str | Path) -> AbsTask:
     cls = type(
         f"Local{spec.type}Task",
         (_BASES[spec.type],),
-        {"metadata": metadata, "load_data": load_data, **spec.options},
+        {
+            "metadata": metadata,
+            "load_data": load_data,
+            "query_instructions": _query_instructions(spec),
+            **spec.options,
+        },
     )
     task: AbsTask = cls()
     return task

@@ -60,7 +60,13 @@ def _instructions_digest() -> str:
     return hashlib.sha256(table.encode()).hexdigest()[:8]
 
 
-def _encoder(st_model: Any, name: str, revision: str, instructions: bool) -> Any:
+def _encoder(
+    st_model: Any,
+    name: str,
+    revision: str,
+    instructions: bool,
+    per_query: dict[str, dict[str, str]],
+) -> Any:
     from mteb import SentenceTransformerEncoderWrapper
     from mteb.types import PromptType
 
@@ -75,6 +81,9 @@ def _encoder(st_model: Any, name: str, revision: str, instructions: bool) -> Any
         def encode(self, inputs: Any, *, task_metadata: Any, **kwargs: Any) -> Any:
             if instructions:
                 prompt_type = kwargs.get("prompt_type")
+                table = per_query.get(task_metadata.name)
+                if table and prompt_type == PromptType.query:
+                    return self._encode_with_own_instructions(inputs, table, task_metadata, kwargs)
                 if prompt_type == PromptType.document:
                     # documents get no instruction; sentence-transformers then applies the
                     # model's own saved "document" prompt, if it has one
@@ -84,6 +93,26 @@ def _encoder(st_model: Any, name: str, revision: str, instructions: bool) -> Any
                     prefix = query_prefix(task_metadata.name, task_metadata.type)
                     self.model_prompts = {key: prefix}
             return super().encode(inputs, task_metadata=task_metadata, **kwargs)
+
+        def _encode_with_own_instructions(
+            self, inputs: Any, table: dict[str, str], task_metadata: Any, kwargs: dict[str, Any]
+        ) -> Any:
+            """Queries that carry their own instruction (a held-out synthetic task mixes many
+            tasks): each is prefixed as in training; the task's default covers the rest."""
+            default = query_prefix(task_metadata.name, task_metadata.type)
+            texts = [t for batch in inputs for t in batch["text"]]
+            prefixed = [
+                QUERY_TEMPLATE.format(instruction=table[t]) + t if t in table else default + t
+                for t in texts
+            ]
+            # prompt="" keeps sentence-transformers from adding the model's saved query prompt
+            return self.model.encode(
+                prefixed,
+                prompt="",
+                batch_size=kwargs.get("batch_size", 32),
+                show_progress_bar=False,
+                convert_to_numpy=True,
+            )
 
     enc = InstructedEncoder(st_model)
     enc.mteb_model_meta = enc.mteb_model_meta.model_copy(
@@ -182,7 +211,12 @@ def evaluate_model(
     rev = revision or fingerprint(path) or "unknown"
     if instructions:  # another prompt table is another model as far as the cache is concerned
         rev = f"{rev}-instr{_instructions_digest()}"
-    encoder = _encoder(st_model, name, rev, instructions)
+    per_query = {
+        t.metadata.name: t.query_instructions
+        for t in task_objs
+        if getattr(t, "query_instructions", None)
+    }
+    encoder = _encoder(st_model, name, rev, instructions, per_query)
     log.info("evaluating %s@%s (instructions=%s) on %d tasks", name, rev, instructions, len(tasks))
 
     tmp = None if output_dir is not None else tempfile.TemporaryDirectory(prefix="speed-eval-")

@@ -6,6 +6,9 @@ import logging
 import os
 from dataclasses import replace
 
+from tqdm import tqdm
+
+from speed.llm.budget import SpendGuard
 from speed.llm.cache import CompletionCache, cache_key
 from speed.llm.ledger import Ledger
 from speed.llm.types import Backend, Completion, Request
@@ -34,6 +37,7 @@ class LLMClient:
         cache: CompletionCache,
         ledger: Ledger | None = None,
         flush_every: int | None = None,
+        budget: SpendGuard | None = None,
     ):
         # How many samples are generated between cache commits: an operational knob (it never
         # changes an output), so it comes from the environment, not the config.
@@ -44,6 +48,7 @@ class LLMClient:
             ledger,
             flush_every,
         )
+        self.budget = budget
         self.backend_calls = 0
         self.cache_hits = 0
 
@@ -65,18 +70,30 @@ class LLMClient:
                 self._record(requests[samples[idx][0]], done[idx])
         log.info("%d samples: %d cached, %d to generate", len(samples), len(found), len(todo))
 
-        # Flush to the cache in chunks, so a killed job keeps everything it finished.
-        for start in range(0, len(todo), self.flush_every):
+        # Flush to the cache in chunks, so a killed job keeps everything it finished. A budget
+        # guard may cut a chunk to what the budget still allows, or stop the job.
+        start = 0
+        progress = tqdm(total=len(todo), desc="generate", unit="sample", mininterval=10)
+        while start < len(todo):
             chunk = todo[start : start + self.flush_every]
-            outputs = self.backend.generate([s for _idx, _ri, s in chunk])
+            sent = [s for _idx, _ri, s in chunk]
+            if self.budget is not None:
+                fits = self.budget.reserve(sent)
+                chunk, sent = chunk[:fits], sent[:fits]
+            outputs = self.backend.generate(sent)
+            if self.budget is not None:
+                self.budget.settle(sent, [out[0] for out in outputs])
             self.backend_calls += len(chunk)
+            start += len(chunk)
             fresh = {}
             for (idx, ri, _s), out in zip(chunk, outputs, strict=True):
                 done[idx] = out[0]
                 fresh[keys[idx]] = out[0]
                 self._record(requests[ri], out[0])
             self.cache.put_many(fresh)
-            log.info("generated %d/%d", min(start + self.flush_every, len(todo)), len(todo))
+            progress.update(len(chunk))
+            log.info("generated %d/%d (in the cache)", start, len(todo))
+        progress.close()
 
         for idx, (ri, _s) in enumerate(samples):
             results[ri].append(done[idx])

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from speed.io import atomic_file
+from speed.llm.budget import SpendGuard
 from speed.llm.cache import CompletionCache
 from speed.llm.client import LLMClient
 from speed.llm.ledger import Ledger, Price
@@ -43,15 +44,20 @@ def open_client(
     """A client whose ledger (if any) appears at `ledger_path` only when the job succeeds."""
     cache = CompletionCache(Path(cache_dir) / "completions.sqlite")
     backend = make_backend(spec)
+    guard = None
     try:
         if ledger_path is None:
             yield LLMClient(backend, cache)
             return
+        # A ledgered client is a teacher stage: the run's budget (if any) guards it.
+        guard = SpendGuard.from_env(cache_dir, Price(**(price or {})))
         with atomic_file(ledger_path) as stream:
             ledger = Ledger(
                 stream, stage or "unknown", spec.get("name", spec["model"]), Price(**(price or {}))
             )
-            yield LLMClient(backend, cache, ledger)
+            yield LLMClient(backend, cache, ledger, budget=guard)
     finally:
         backend.close()
         cache.close()
+        if guard is not None:
+            guard.close()

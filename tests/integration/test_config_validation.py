@@ -47,3 +47,53 @@ def test_bad_config_is_refused_naming_the_key(workflow, what, path, value, key):
 def test_default_config_is_valid(workflow):
     proc = snakemake(workflow, "-n", "--quiet")
     assert proc.returncode == 0
+
+
+def test_a_budget_below_the_plan_stops_before_any_job(workflow):
+    cfg_file = workflow / "config" / "config.yaml"
+    config = yaml.safe_load(cfg_file.read_text())
+    config["teacher"]["budget"]["max_calls"] = 10
+    cfg_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    proc = snakemake(workflow, "--cores", "1", check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "exceeds teacher.budget" in out and "teacher.budget.max_calls is 10" in out
+    assert not (workflow / "results").exists()
+
+
+def test_scaling_needs_its_variant_in_the_corpus_variants(workflow):
+    cfg_file = workflow / "config" / "config.yaml"
+    config = yaml.safe_load(cfg_file.read_text())
+    config["scaling"]["variant"] = "no_dpo"
+    cfg_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    proc = snakemake(workflow, "-n", check=False)
+    assert proc.returncode != 0 and "scaling.variant no_dpo" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("name", ["paper", "quickstart"])
+def test_shipped_configs_dry_run_with_the_plans_gpu_jobs(workflow, name):
+    """`snakemake -n` under the slurm profile: the GPU rules with their resources, as many jobs
+    per rule as speed-plan says."""
+    from speed.plan import load_config, make_plan
+
+    if name == "paper":  # the ODP dump is an input; its content does not matter to a dry run
+        (workflow / "data" / "odp").mkdir(parents=True)
+        (workflow / "data" / "odp" / "content.rdf.u8.gz").write_bytes(b"")
+    proc = snakemake(
+        workflow,
+        "-n",
+        "--configfile",
+        f"config/{name}.yaml",
+        "--workflow-profile",
+        "profiles/slurm",
+    )
+    counts = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    jobs = make_plan(load_config(workflow / "config" / f"{name}.yaml"))["jobs"]
+    for rule, n in jobs.items():
+        if rule != "total":
+            assert counts.get(rule) == n, (rule, counts)
+    assert "gpu=1" in proc.stdout

@@ -253,7 +253,7 @@ def test_instructions_reach_queries_only(tmp_path: Path) -> None:
             return _orig(*a, **kw)
 
         setattr(st, fn, rec)
-    enc = _encoder(st, "local/x", "rev", instructions=True)
+    enc = _encoder(st, "local/x", "rev", instructions=True, per_query={})
     tasks = [
         local_task(_sts(tmp_path / "STSBenchmark")),
         local_task(_retrieval(tmp_path / "SciFact")),
@@ -263,6 +263,38 @@ def test_instructions_reach_queries_only(tmp_path: Path) -> None:
     assert ("encode", sts) in seen  # both sides of a symmetric task
     assert ("encode_query", sci) in seen
     assert [p for f, p in seen if f == "encode_document"] == [None]  # documents: no instruction
+
+
+def test_queries_with_their_own_instruction_get_it(tmp_path: Path) -> None:
+    """The held-out synthetic retrieval task mixes tasks: each query keeps its own instruction."""
+    import mteb
+    from sentence_transformers import SentenceTransformer
+
+    from speed.eval.instructions import QUERY_TEMPLATE
+    from speed.eval.run import _encoder, resolve_model_path
+
+    d = _retrieval(tmp_path / "SyntheticRetrieval")
+    queries = [json.loads(x) for x in (d / "queries.jsonl").read_text().splitlines()]
+    for i, q in enumerate(queries):
+        q["instruction"] = f"Find the passage for question {i}."
+    _jsonl(d / "queries.jsonl", queries)
+    task = local_task(d)
+    assert task.query_instructions == {q["text"]: q["instruction"] for q in queries}
+
+    st = SentenceTransformer(resolve_model_path("minilm"))
+    texts: list[str] = []
+    orig = st.encode
+
+    def rec(*a: Any, **kw: Any) -> Any:
+        sentences = a[0] if a else kw.get("inputs", kw.get("sentences"))
+        texts.extend(sentences if isinstance(sentences, list) else [sentences])
+        return orig(*a, **kw)
+
+    st.encode = rec  # type: ignore[method-assign]
+    enc = _encoder(st, "local/x", "rev", True, {task.metadata.name: task.query_instructions})
+    mteb.evaluate(enc, [task], cache=None, show_progress_bar=False, co2_tracker=False)
+    q1 = queries[0]  # the one query with qrels
+    assert QUERY_TEMPLATE.format(instruction=q1["instruction"]) + q1["text"] in texts
 
 
 def test_cache_is_keyed_by_content(tmp_path: Path) -> None:

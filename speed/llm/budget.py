@@ -1,0 +1,127 @@
+"""The teacher budget guard: a run never pays for more teacher calls, tokens or USD than
+`teacher.budget` allows.
+
+Spend is counted per run in a SQLite file next to the call cache, shared by every teacher job
+(concurrent jobs, other cluster nodes on the same file system). Before a chunk of calls is sent,
+its worst case (prompt estimated generously, completion at max_tokens) is reserved; after it
+returns, the reservation is replaced by what the calls really cost. A chunk that does not fit
+is cut to what fits, and when nothing fits the job stops with BudgetExceeded: every completion
+paid for so far is already in the cache, so a rerun with a larger budget pays only for the rest.
+Cached calls are free and never counted.
+
+The limits reach jobs through the SPEED_TEACHER_BUDGET environment variable that the Snakefile
+sets, not through rule params: a budget changes no output, so raising it must rerun nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from speed.llm.ledger import Price
+from speed.llm.types import Completion, Request
+
+ENV_VAR = "SPEED_TEACHER_BUDGET"
+WORST_CASE_CHARS_PER_TOKEN = 2.0  # fewer chars per token than any English text: never undercount
+LIMITS = ("max_calls", "max_tokens", "max_usd")
+
+
+class BudgetExceeded(RuntimeError):
+    pass
+
+
+def budget_env(run: str, budget: dict[str, Any] | None) -> str:
+    """The environment value the Snakefile exports for the teacher jobs of `run`."""
+    return json.dumps({"run": run, **{k: (budget or {}).get(k) for k in LIMITS}})
+
+
+class SpendGuard:
+    def __init__(self, path: str | Path, run: str, limits: dict[str, Any], price: Price):
+        self.run, self.price = run, price
+        self.limits = {k: limits.get(k) for k in LIMITS}
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, timeout=600.0, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS spend (run TEXT PRIMARY KEY, calls INTEGER NOT NULL, "
+            "tokens INTEGER NOT NULL, usd REAL NOT NULL)"
+        )
+        self._db.execute("INSERT OR IGNORE INTO spend VALUES (?, 0, 0, 0.0)", (run,))
+
+    @classmethod
+    def from_env(cls, cache_dir: str | Path, price: Price) -> SpendGuard | None:
+        """The guard of the run the Snakefile announced, or None without limits."""
+        raw = os.environ.get(ENV_VAR)
+        if not raw:
+            return None
+        cfg = json.loads(raw)
+        if all(cfg.get(k) is None for k in LIMITS):
+            return None
+        return cls(Path(cache_dir) / "spend.sqlite", cfg["run"], cfg, price)
+
+    def spent(self) -> dict[str, float]:
+        calls, tokens, usd = self._db.execute(
+            "SELECT calls, tokens, usd FROM spend WHERE run = ?", (self.run,)
+        ).fetchone()
+        return {"calls": calls, "tokens": tokens, "usd": usd}
+
+    def worst_case(self, request: Request) -> tuple[int, int, float]:
+        chars = sum(len(m["content"]) for m in request.messages)
+        prompt = int(chars / WORST_CASE_CHARS_PER_TOKEN) + 16 * len(request.messages)
+        completion = request.sampling.max_tokens
+        return 1, prompt + completion, self.price.usd(prompt, completion)
+
+    def reserve(self, requests: list[Request]) -> int:
+        """Reserve the worst case of the longest prefix of `requests` that fits; its length."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            spent = self.spent()
+            calls, tokens, usd = spent["calls"], spent["tokens"], spent["usd"]
+            fits = 0
+            for request in requests:
+                c, t, u = self.worst_case(request)
+                if not self._within(calls + c, tokens + t, usd + u):
+                    break
+                calls, tokens, usd, fits = calls + c, tokens + t, usd + u, fits + 1
+            self._add(calls - spent["calls"], tokens - spent["tokens"], usd - spent["usd"])
+        if not fits and requests:
+            raise BudgetExceeded(self._message(spent))
+        return fits
+
+    def settle(self, requests: list[Request], completions: list[Completion]) -> None:
+        """Replace the reservation of `requests` by what their completions cost."""
+        reserved = [self.worst_case(r) for r in requests]
+        tokens = sum(c.prompt_tokens + c.completion_tokens for c in completions)
+        usd = sum(self.price.usd(c.prompt_tokens, c.completion_tokens) for c in completions)
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._add(
+                len(completions) - len(reserved),
+                tokens - sum(t for _, t, _ in reserved),
+                usd - sum(u for _, _, u in reserved),
+            )
+
+    def _within(self, calls: float, tokens: float, usd: float) -> bool:
+        spend = {"max_calls": calls, "max_tokens": tokens, "max_usd": usd}
+        return all(lim is None or spend[k] <= lim for k, lim in self.limits.items())
+
+    def _add(self, calls: float, tokens: float, usd: float) -> None:
+        self._db.execute(
+            "UPDATE spend SET calls = calls + ?, tokens = tokens + ?, usd = usd + ? WHERE run = ?",
+            (calls, tokens, usd, self.run),
+        )
+
+    def _message(self, spent: dict[str, float]) -> str:
+        limits = ", ".join(f"{k} {v}" for k, v in self.limits.items() if v is not None)
+        return (
+            f"teacher budget of run {self.run!r} reached: spent {spent['calls']} calls, "
+            f"{spent['tokens']} tokens, {spent['usd']:.2f} USD against teacher.budget ({limits}); "
+            "the next call could exceed it. Every paid completion is in the call cache: raise "
+            "teacher.budget and rerun to pay only for the rest."
+        )
+
+    def close(self) -> None:
+        self._db.close()

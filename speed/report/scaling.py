@@ -1,0 +1,62 @@
+"""The scaling study: score = a + b * ln(N) per category and overall, N = training examples
+(the paper: performance grows log-linearly with the synthetic data size)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+
+def nested_sample(frame: pl.DataFrame, fraction: float, seed: int) -> pl.DataFrame:
+    """`fraction` of the rows, ranked by a seeded hash of the id: a smaller fraction is a
+    subset of a larger one, so the points of the study differ only in size."""
+    n = round(frame.height * fraction)
+    rank = pl.col("id").hash(seed=seed)
+    return frame.sort(rank).head(n).sort("id")
+
+
+def fit_log_linear(sizes: Sequence[int], scores: Sequence[float]) -> dict[str, float]:
+    """Least squares a + b ln N; r2 is 1.0 for two points (an exact fit says nothing)."""
+    if len(set(sizes)) < 2:
+        raise ValueError(f"a scaling fit needs at least two distinct sizes, got {list(sizes)}")
+    x, y = np.log(np.asarray(sizes, dtype=float)), np.asarray(scores, dtype=float)
+    b, a = np.polyfit(x, y, 1)
+    residual = float(((y - (a + b * x)) ** 2).sum())
+    spread = float(((y - y.mean()) ** 2).sum())
+    return {
+        "a": float(a),
+        "b": float(b),
+        "r2": 1.0 - residual / spread if spread > 0 else 1.0,
+        "points": len(sizes),
+    }
+
+
+def category_means(scores_csv: str) -> dict[str, float]:
+    """Mean main score per category and over all tasks ("all") of one evaluation."""
+    df = pl.read_csv(scores_csv)
+    means = df.group_by("category").agg(pl.col("score").mean()).sort("category")
+    out = dict(zip(means["category"].to_list(), means["score"].to_list(), strict=True))
+    out["all"] = float(df["score"].mean())
+    return out
+
+
+def scaling_study(points: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """points: {label, fraction, examples, scores_csv} per trained corpus size."""
+    rows = [
+        {
+            "label": p["label"],
+            "fraction": p["fraction"],
+            "examples": p["examples"],
+            "scores": category_means(p["scores_csv"]),
+        }
+        for p in sorted(points, key=lambda p: p["examples"])
+    ]
+    categories = sorted({c for r in rows for c in r["scores"]} - {"all"}) + ["all"]
+    fits = {}
+    for cat in categories:
+        have = [r for r in rows if cat in r["scores"]]
+        fits[cat] = fit_log_linear([r["examples"] for r in have], [r["scores"][cat] for r in have])
+    return {"model": "score = a + b * ln(examples)", "points": rows, "fits": fits}

@@ -1,0 +1,96 @@
+"""The teacher budget guard: never more paid calls/tokens than allowed, paid work kept."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import pytest
+
+from speed.llm.budget import ENV_VAR, BudgetExceeded, SpendGuard, budget_env
+from speed.llm.cache import CompletionCache
+from speed.llm.client import LLMClient
+from speed.llm.ledger import Price
+from speed.llm.types import Request, Sampling
+
+
+def requests(n: int, max_tokens: int = 8) -> list[Request]:
+    return [
+        Request.chat(
+            [{"role": "user", "content": f"say something about item {i}"}],
+            Sampling(temperature=1.0, top_p=1.0, max_tokens=max_tokens, seed=i),
+            id=f"r{i}",
+        )
+        for i in range(n)
+    ]
+
+
+def test_no_limits_means_no_guard(tmp_path, monkeypatch):
+    monkeypatch.setenv(ENV_VAR, budget_env("results/x", None))
+    assert SpendGuard.from_env(tmp_path, Price()) is None
+    monkeypatch.delenv(ENV_VAR)
+    assert SpendGuard.from_env(tmp_path, Price()) is None
+
+
+def test_reserve_cuts_to_what_fits_and_settle_counts_real_usage(tmp_path):
+    guard = SpendGuard(tmp_path / "spend.sqlite", "run", {"max_calls": 3}, Price())
+    assert guard.reserve(requests(5)) == 3
+    with pytest.raises(BudgetExceeded, match="max_calls 3"):
+        guard.reserve(requests(1))
+    assert guard.spent()["calls"] == 3
+
+
+def test_token_limit_uses_the_worst_case_then_the_real_cost(tmp_path):
+    from speed.llm.types import Completion
+
+    price = Price(prompt_per_m=1.0, completion_per_m=2.0)
+    guard = SpendGuard(tmp_path / "spend.sqlite", "run", {"max_tokens": 200}, price)
+    batch = requests(10, max_tokens=40)
+    worst = guard.worst_case(batch[0])[1]
+    fits = guard.reserve(batch)
+    assert fits == 200 // worst
+    done = [Completion("x", "stop", prompt_tokens=10, completion_tokens=5) for _ in range(fits)]
+    guard.settle(batch[:fits], done)
+    assert guard.spent() == {"calls": fits, "tokens": 15 * fits, "usd": pytest.approx(20e-6 * fits)}
+
+
+def _spend(path: str, n: int) -> None:
+    guard = SpendGuard(path, "run", {"max_calls": 50}, Price())
+    for _ in range(n):
+        try:
+            guard.reserve(requests(1))
+        except BudgetExceeded:
+            return
+
+
+def test_concurrent_jobs_share_one_budget(tmp_path):
+    path = str(tmp_path / "spend.sqlite")
+    procs = [mp.get_context("spawn").Process(target=_spend, args=(path, 40)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert SpendGuard(path, "run", {}, Price()).spent()["calls"] == 50
+
+
+def test_a_run_over_budget_stops_and_keeps_what_it_paid(tmp_path, tiny_models):
+    """The real tiny teacher on transformers: 12 requests, a budget of 5 calls."""
+    from speed.llm.transformers_backend import TransformersBackend
+
+    backend = TransformersBackend(tiny_models["teacher"], batch_size=4)
+    cache = CompletionCache(tmp_path / "completions.sqlite")
+    try:
+        guard = SpendGuard(tmp_path / "spend.sqlite", "run", {"max_calls": 5}, Price())
+        client = LLMClient(backend, cache, budget=guard, flush_every=4)
+        with pytest.raises(BudgetExceeded, match="raise teacher.budget"):
+            client.generate(requests(12))
+        assert client.backend_calls == 5 and len(cache) == 5
+
+        # a larger budget: the 5 paid completions come from the cache, 7 are new
+        guard = SpendGuard(tmp_path / "spend.sqlite", "run", {"max_calls": 12}, Price())
+        client = LLMClient(backend, cache, budget=guard, flush_every=4)
+        results = client.generate(requests(12))
+        assert len(results) == 12 and client.cache_hits == 5 and client.backend_calls == 7
+        assert guard.spent()["calls"] == 12
+    finally:
+        backend.close()
+        cache.close()

@@ -1,0 +1,96 @@
+"""speed-plan: the plan of a config from the config alone, and the budget check on it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from speed.plan import check_budget, load_config, make_plan
+
+ROOT = Path(__file__).resolve().parents[2]
+PLAN = str(Path(sys.executable).with_name("speed-plan"))
+
+
+def test_paper_config_shows_the_papers_plan_fast():
+    start = time.perf_counter()
+    out = subprocess.run(
+        [PLAN, str(ROOT / "config/paper.yaml"), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    elapsed = time.perf_counter() - start
+    plan = json.loads(out.stdout)
+    stages = plan["stages"]
+    assert (stages["seed"]["calls"], stages["judge"]["calls"], stages["revise"]["calls"]) == (
+        25_000,
+        10_000,
+        10_000,
+    )
+    assert plan["comparison"]["speed_teacher_calls"] == 45_000
+    assert plan["synthesis"]["raw_examples"] == 1_150_000
+    per_family = plan["synthesis"]["per_family"]
+    matching = per_family["s2s"] + per_family["p2p"]
+    # 7:7:7:2 (classification : STS : retrieval : matching)
+    assert [per_family["classification"], per_family["sts"], per_family["retrieval"], matching] == [
+        350_000,
+        350_000,
+        350_000,
+        100_000,
+    ]
+    # token estimates land near the paper's (seed 10M, judge 12M, revise 10M): same order
+    for stage, paper_tokens in (("seed", 10e6), ("judge", 12e6), ("revise", 10e6)):
+        assert paper_tokens / 3 < stages[stage]["tokens"] < paper_tokens * 3, stage
+    assert stages["seed"]["usd"] > 0 and set(stages) >= {"brainstorm", "seed", "judge", "revise"}
+    assert plan["jobs"]["synth_raw"] == plan["shards"] == 64
+    print(f"speed-plan config/paper.yaml: {elapsed:.2f} s")  # the issue asks for < 10 s
+
+
+def test_text_output_names_every_stage():
+    out = subprocess.run(
+        [PLAN, str(ROOT / "config/paper.yaml")], capture_output=True, text=True, check=True
+    ).stdout
+    for word in ("brainstorm", "seed", "judge", "revise", "45,000", "1,150,000", "GPU jobs"):
+        assert word in out
+
+
+def test_a_broken_config_is_refused_with_the_key(tmp_path):
+    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    cfg["prompts"]["n"]["seed"] = "many"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    out = subprocess.run([PLAN, str(path)], capture_output=True, text=True)
+    assert out.returncode == 2 and "many" in out.stderr
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "quickstart.yaml", "paper.yaml"])
+def test_every_shipped_config_plans(name):
+    plan = make_plan(load_config(ROOT / "config" / name))
+    assert plan["total"]["calls"] == sum(s["calls"] for s in plan["stages"].values())
+    assert plan["stages"]["brainstorm"]["calls"] % 4 == 0
+
+
+def test_teacher_only_and_variants_change_the_plan():
+    cfg = load_config(ROOT / "config/config.yaml")
+    base = make_plan(cfg)
+    assert "teacher_only" not in base["stages"]
+    cfg["corpus"]["variants"] = ["speed", "no_dpo", "teacher_only"]
+    plan = make_plan(cfg)
+    assert plan["stages"]["teacher_only"]["calls"] == cfg["prompts"]["n"]["teacher_only"]
+    assert plan["synthesis"]["generators"] == ["junior", "senior"]
+    assert plan["jobs"]["synth_raw"] == 2 * cfg["synthesis"]["shards"]
+
+
+def test_budget_check():
+    plan = make_plan(load_config(ROOT / "config/config.yaml"))
+    calls = plan["total"]["calls"]
+    assert check_budget(plan, None) == []
+    assert check_budget(plan, {"max_calls": calls, "max_tokens": None, "max_usd": None}) == []
+    [problem] = check_budget(plan, {"max_calls": calls - 1})
+    assert "max_calls" in problem and f"{calls:,}" in problem
