@@ -17,7 +17,8 @@ from speed import workflow as wf  # noqa: E402
 from speed.llm.budget import ENV_VAR, budget_env  # noqa: E402
 
 RUN = wf.run_dir(config)
-if config["scaling"]["fractions"] and config["scaling"]["variant"] not in config["corpus"]["variants"]:
+SCALING_VARIANT = config["scaling"]["variant"]
+if config["scaling"]["fractions"] and SCALING_VARIANT not in config["corpus"]["variants"]:
     raise WorkflowError(
         f"scaling.variant {config['scaling']['variant']} is not among corpus.variants "
         f"{config['corpus']['variants']}: the scaling study trains on that variant's corpus"

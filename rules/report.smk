@@ -41,9 +41,21 @@ rule report_figures:
         corpus_stats=CORPUS_STATS,
         summary=rules.eval_summary.output[0],
     output:
-        cost=report(f"{RUN}/report/cost_per_stage.png", category="Cost", caption="../docs/report/cost.rst"),
-        families=report(f"{RUN}/report/examples_per_family.png", category="Corpus", caption="../docs/report/families.rst"),
-        scores=report(f"{RUN}/report/scores.png", category="Evaluation", caption="../docs/report/scores.rst"),
+        cost=report(
+            f"{RUN}/report/cost_per_stage.png",
+            category="Cost",
+            caption="../docs/report/cost.rst",
+        ),
+        families=report(
+            f"{RUN}/report/examples_per_family.png",
+            category="Corpus",
+            caption="../docs/report/families.rst",
+        ),
+        scores=report(
+            f"{RUN}/report/scores.png",
+            category="Evaluation",
+            caption="../docs/report/scores.rst",
+        ),
     params:
         variants=config["corpus"]["variants"],
     log:
@@ -64,7 +76,11 @@ rule data_card:
         corpus_stats=CORPUS_STATS,
         summary=rules.eval_summary.output[0],
     output:
-        report(f"{RUN}/report/data_card.md", category="Corpus", caption="../docs/report/data_card.rst"),
+        report(
+            f"{RUN}/report/data_card.md",
+            category="Corpus",
+            caption="../docs/report/data_card.rst",
+        ),
     params:
         variants=config["corpus"]["variants"],
         facts=data_card_facts(),
@@ -108,7 +124,11 @@ rule scaling:
         scores=expand(f"{RUN}/eval/{{v}}/scores.csv", v=SCALING_POINTS),
     output:
         fit=f"{RUN}/report/scaling.json",
-        figure=report(f"{RUN}/report/scaling.png", category="Scaling", caption="../docs/report/scaling.rst"),
+        figure=report(
+            f"{RUN}/report/scaling.png",
+            category="Scaling",
+            caption="../docs/report/scaling.rst",
+        ),
     params:
         points=SCALING_POINTS,
     log:

@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import time
+import zipfile
 from pathlib import Path
 
 import polars as pl
@@ -120,13 +121,46 @@ def test_evaluation_summary(run):
     assert SentenceTransformer(str(out(run, "embedding", "speed"))).encode(["x"]).shape[0] == 1
 
 
+def test_cost_report_and_scaling(run):
+    cost = json.loads(out(run, "report", "cost.json").read_text())
+    ledgers = {p.stem: read_jsonl(p) for p in out(run, "ledger").glob("*.jsonl")}
+    for stage in ("seed", "judge", "revise"):
+        assert cost["stages"][stage]["calls"] == len(ledgers[stage])
+        assert cost["stages"][stage]["planned_calls"] == len(ledgers[stage])
+    assert cost["stages"]["brainstorm"]["calls"] == 4 * 24
+    assert cost["speed_teacher_calls"] == 46 + 16 + 16
+    corpus = json.loads(out(run, "corpus", "speed.stats.json").read_text())
+    assert cost["baseline"]["calls"] == corpus["out"]  # no teacher_only: one call per example
+    scaling = json.loads(out(run, "report", "scaling.json").read_text())
+    half = pl.read_parquet(out(run, "embedding_data", "speed@0.5.parquet"))
+    full = pl.read_parquet(out(run, "embedding_data", "speed.parquet"))
+    assert set(half["id"]) < set(full["id"])
+    assert [p["examples"] for p in scaling["points"]] == [half.height, full.height]
+    assert {"Retrieval", "STS", "all"} <= set(scaling["fits"])
+    assert all(set(f) >= {"a", "b", "r2"} for f in scaling["fits"].values())
+    card = out(run, "report", "data_card.md").read_text()
+    assert "Data card" in card and "Teacher cost" in card and "| speed |" in card
+
+
+def test_snakemake_report_holds_the_figures(run, tmp_path):
+    snakemake(run, "--report", str(tmp_path / "report.zip"))
+    with zipfile.ZipFile(tmp_path / "report.zip") as z:
+        names = z.namelist()
+    for figure in ("cost_per_stage", "examples_per_family", "scores", "scaling"):
+        assert any(n.endswith(f"{figure}.png") for n in names), (figure, names)
+    assert any(n.endswith("data_card.md") for n in names)
+
+
 def test_nothing_to_do(run):
     assert planned_jobs(run) == {}
 
 
-# Everything downstream of the corpus: held-out split, training set, model, both evaluations.
-FROM_CORPUS = {"corpus": 1, "heldout_tasks": 1, "embedding_data": 1, "embedding": 1,
-               "evaluate": 2, "eval_summary": 1, "all": 1}  # fmt: skip
+# After the evaluations: the summary, the scaling fit and the report.
+REPORT = {"eval_summary": 1, "scaling": 1, "data_card": 1, "report_figures": 1, "all": 1}
+# Everything downstream of the corpus: held-out split, training sets (full and the scaling
+# study's half), models, the three evaluations (base, speed, speed@0.5), cost and report.
+FROM_CORPUS = {"corpus": 1, "heldout_tasks": 1, "embedding_data": 1, "scaling_data": 1,
+               "embedding": 2, "evaluate": 3, "cost_report": 1, **REPORT}  # fmt: skip
 FROM_SEED = {"junior": 1, "candidates": 1, "judge": 1, "revise": 1, "senior": 1, "revisor": 1,
              "synth_raw": 2, "synth_revised": 2, **FROM_CORPUS}  # fmt: skip
 
@@ -143,8 +177,10 @@ def test_config_changes_rerun_exactly_their_downstream(run):
     }  # fmt: skip
     assert with_config(run, corpus__dedup={"threshold": 0.7, "shingle_size": 3}) == FROM_CORPUS
     assert with_config(run, embedding__temperature=0.05) == {
-        "embedding": 1, "evaluate": 1, "eval_summary": 1, "all": 1
+        "embedding": 2, "evaluate": 2, **REPORT
     }  # fmt: skip
+    # a budget is no param: raising it reruns nothing
+    assert with_config(run, teacher__budget={"max_calls": 10**6}) == {}
 
 
 def test_single_target_then_cached_rebuild(run):
