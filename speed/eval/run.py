@@ -239,7 +239,7 @@ def evaluate_model(
                 task,
                 cache=cache,
                 overwrite_strategy="always" if stale else "only-missing",
-                encode_kwargs={"batch_size": batch_size, "show_progress_bar": False},
+                encode_kwargs={"batch_size": batch_size, "show_progress_bar": True},
                 show_progress_bar=False,
                 co2_tracker=False,
             )

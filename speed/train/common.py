@@ -90,7 +90,6 @@ class TrainSpec:
             "use_cpu": not torch.cuda.is_available(),
             "model_init_kwargs": {"dtype": self.dtype},
             "report_to": [],
-            "disable_tqdm": True,  # progress bars would flood the rule's log file
             **self.extra,
         }
 

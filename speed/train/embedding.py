@@ -233,7 +233,6 @@ def embedding_trainer(
         save_total_limit=2,
         use_cpu=not torch.cuda.is_available(),
         report_to=[],
-        disable_tqdm=True,
     )
     return SentenceTransformerTrainer(
         model=model,
