@@ -80,7 +80,7 @@ rule evaluate:
     output:
         f"{RUN}/eval/{{variant}}/scores.csv",
     wildcard_constraints:
-        variant="|".join(re.escape(v) for v in [*EVAL_VARIANTS, *SCALED]),
+        variant="|".join(re.escape(v) for v in ["base", *VARIANT_NAMES, *SCALED]),
     params:
         tasks=wf.eval_task_specs(config),
         base=EMBED["base"],
@@ -104,6 +104,27 @@ rule eval_summary:
         variants=EVAL_VARIANTS,
     log:
         log_of("eval_summary"),
+    threads: 1
+    resources:
+        mem_mb=res("default", "mem_mb"),
+        runtime=res("default", "runtime"),
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/eval_summary.py"
+
+
+rule ablations:
+    """Every corpus variant trained and evaluated, whatever corpus.variants lists (the paper's
+    ablation table): `snakemake results/<run>/eval/ablations.csv`."""
+    input:
+        expand(f"{RUN}/eval/{{variant}}/scores.csv", variant=["base", *VARIANT_NAMES]),
+    output:
+        f"{RUN}/eval/ablations.csv",
+    params:
+        variants=["base", *VARIANT_NAMES],
+    log:
+        log_of("ablations"),
     threads: 1
     resources:
         mem_mb=res("default", "mem_mb"),
