@@ -55,7 +55,7 @@ def data_card(
         ["reason", *corpus_stats],
         [[r, *[s["drops"].get(r, 0) for s in corpus_stats.values()]] for r in reasons],
     )
-    hits = [f"{v}: {s['decontamination_hits']}" for v, s in corpus_stats.items()]
+    hits = [f"{v}: {s['decontamination_hits'] or 'none'}" for v, s in corpus_stats.items()]
     lines += ["", "Decontamination hits per evaluation task: " + "; ".join(hits) + "."]
 
     lines += ["", "## Teacher cost", ""]
