@@ -5,6 +5,7 @@ import copy
 import pytest
 import yaml
 
+from speed.io import read_jsonl
 from tests.conftest import snakemake
 
 
@@ -97,3 +98,49 @@ def test_shipped_configs_dry_run_with_the_plans_gpu_jobs(workflow, name):
         if rule != "total":
             assert counts.get(rule) == n, (rule, counts)
     assert "gpu=1" in proc.stdout
+
+
+@pytest.mark.slow
+def test_a_run_over_budget_stops_and_keeps_what_it_paid(workflow):
+    """A token budget the plan fits in, but with brainstorm calls whose worst case (max_tokens)
+    is most of it: calls go one at a time while their worst case fits, then the job stops
+    without overspending; a rerun with more budget pays only for the calls it had not made."""
+    import sqlite3
+
+    from speed.plan import load_config, make_plan
+
+    cfg_file = workflow / "config" / "config.yaml"
+    config = yaml.safe_load(cfg_file.read_text())
+    config["topics"]["n"] = 8
+    cfg_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    limit = make_plan(load_config(cfg_file))["total"]["tokens"] + 1
+    config["teacher"]["budget"]["max_tokens"] = limit
+    config["brainstorm"]["max_tokens"] = limit - 4000  # the plan does not change with it
+    cfg_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    targets = [
+        f"results/tiny/tasks/{f}.jsonl" for f in ("retrieval", "classification", "s2s", "p2p")
+    ]
+    proc = snakemake(workflow, "--cores", "1", *targets, check=False)
+    assert proc.returncode != 0
+    logs = "".join(p.read_text() for p in (workflow / "results/tiny/logs").glob("brainstorm_*"))
+    assert "BudgetExceeded" in logs and "raise teacher.budget and rerun" in logs
+    spend = sqlite3.connect(workflow / ".cache/speed/spend.sqlite")
+    assert spend.execute("SELECT tokens FROM spend").fetchone()[0] <= limit
+    paid = sqlite3.connect(workflow / ".cache/speed/completions.sqlite")
+    n_paid = paid.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
+    assert 0 < n_paid < 4 * 8
+
+    done_before = {p.name for p in (workflow / "results/tiny/ledger").glob("brainstorm_*")}
+
+    config["teacher"]["budget"]["max_tokens"] = None
+    cfg_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    snakemake(workflow, "--cores", "2", *targets)
+    rerun = [
+        r
+        for p in (workflow / "results/tiny/ledger").glob("brainstorm_*")
+        if p.name not in done_before
+        for r in read_jsonl(p)
+    ]
+    # the rerun paid exactly for the calls the stopped run had not made
+    assert sum(not r["cached"] for r in rerun) == 4 * 8 - n_paid
+    assert any(r["cached"] for r in rerun)
