@@ -32,7 +32,7 @@ run: $(STAMP)
 	$(VENV)/bin/snakemake --cores $(CORES)
 
 test: $(STAMP)
-	$(VENV)/bin/pytest -q -ra
+	$(VENV)/bin/pytest -q -ra --durations=15
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check speed scripts tests benchmarks

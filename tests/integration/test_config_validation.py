@@ -117,9 +117,7 @@ def test_a_run_over_budget_stops_and_keeps_what_it_paid(workflow):
     config["teacher"]["budget"]["max_tokens"] = limit
     config["brainstorm"]["max_tokens"] = limit - 4000  # the plan does not change with it
     cfg_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    targets = [
-        f"results/tiny/tasks/{f}.jsonl" for f in ("retrieval", "classification", "s2s", "p2p")
-    ]
+    targets = ["results/tiny/tasks/retrieval.jsonl", "results/tiny/tasks/s2s.jsonl"]
     proc = snakemake(workflow, "--cores", "1", *targets, check=False)
     assert proc.returncode != 0
     logs = "".join(p.read_text() for p in (workflow / "results/tiny/logs").glob("brainstorm_*"))
@@ -128,7 +126,7 @@ def test_a_run_over_budget_stops_and_keeps_what_it_paid(workflow):
     assert spend.execute("SELECT tokens FROM spend").fetchone()[0] <= limit
     paid = sqlite3.connect(workflow / ".cache/speed/completions.sqlite")
     n_paid = paid.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
-    assert 0 < n_paid < 4 * 8
+    assert 0 < n_paid < 2 * 8
 
     done_before = {p.name for p in (workflow / "results/tiny/ledger").glob("brainstorm_*")}
 
@@ -142,5 +140,5 @@ def test_a_run_over_budget_stops_and_keeps_what_it_paid(workflow):
         for r in read_jsonl(p)
     ]
     # the rerun paid exactly for the calls the stopped run had not made
-    assert sum(not r["cached"] for r in rerun) == 4 * 8 - n_paid
+    assert sum(not r["cached"] for r in rerun) == 2 * 8 - n_paid
     assert any(r["cached"] for r in rerun)
