@@ -65,10 +65,6 @@ def _message_tokens(messages: list[dict[str, str]]) -> float:
     return sum(_text_tokens(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in messages)
 
 
-def _source(topic: dict[str, str]) -> dict[str, str]:
-    return {"topic": topic["path"], "topic_id": topic["id"]}
-
-
 @dataclass(frozen=True)
 class FamilyLengths:
     """Mean token lengths of one family's data prompt and of the example it asks for."""
@@ -83,7 +79,11 @@ def measure_families(max_field_chars: int, seed: int) -> dict[str, FamilyLengths
     # Placeholder tasks of the requested length, distinct per topic so prompts vary.
     tasks = {
         f: [
-            {"task": " ".join([t["id"], *["task"] * (TASK_WORDS - 1)]), **_source(t)}
+            {
+                "task": " ".join([t["id"], *["task"] * (TASK_WORDS - 1)]),
+                "topic": t["path"],
+                "topic_id": t["id"],
+            }
             for t in topics
         ]
         for f in BRAINSTORMED
@@ -125,13 +125,17 @@ def _stage(calls: float, prompt: float, completion: float, price: dict[str, floa
 
 
 def _data_stage(
-    n: int, mix: dict[str, float], lengths: dict[str, FamilyLengths], cfg: dict[str, Any]
+    n: int,
+    mix: dict[str, float],
+    lengths: dict[str, FamilyLengths],
+    max_tokens: int,
+    price: dict[str, float],
 ) -> tuple[TeacherStage, dict[str, int]]:
     """A teacher stage that answers `n` data prompts: seed examples or the teacher_only corpus."""
     counts = family_counts(n, mix)
     prompt = sum(counts[f] * lengths[f].prompt for f in counts) / max(n, 1)
-    completion = sum(counts[f] * min(lengths[f].example, cfg["max_tokens"]) for f in counts)
-    return _stage(n, prompt, completion / max(n, 1), cfg["price"]), counts
+    completion = sum(counts[f] * min(lengths[f].example, max_tokens) for f in counts)
+    return _stage(n, prompt, completion / max(n, 1), price), counts
 
 
 def make_plan(config: dict[str, Any]) -> dict[str, Any]:
@@ -154,10 +158,9 @@ def make_plan(config: dict[str, Any]) -> dict[str, Any]:
         config["topics"]["n"] * len(BRAINSTORMED), bs_prompt, bs_completion, price
     )
 
-    seed_stage, seed_counts = _data_stage(
-        n["seed"], mix, lengths, {"max_tokens": config["seed_data"]["max_tokens"], "price": price}
+    stages["seed"], seed_counts = _data_stage(
+        n["seed"], mix, lengths, config["seed_data"]["max_tokens"], price
     )
-    stages["seed"] = seed_stage
 
     # Judge and revise see the junior's candidates: as long as the examples the prompt asks for.
     cand_counts = family_counts(n["candidates"], mix)
@@ -182,10 +185,7 @@ def make_plan(config: dict[str, Any]) -> dict[str, Any]:
     teacher_only_counts = None
     if "teacher_only" in variants:
         stages["teacher_only"], teacher_only_counts = _data_stage(
-            n["teacher_only"],
-            mix,
-            lengths,
-            {"max_tokens": config["synthesis"]["sampling"]["max_tokens"], "price": price},
+            n["teacher_only"], mix, lengths, config["synthesis"]["sampling"]["max_tokens"], price
         )
 
     speed_calls = sum(stages[s].calls for s in ("seed", "judge", "revise"))
