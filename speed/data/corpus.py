@@ -10,17 +10,21 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Iterable
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from speed.data.decontaminate import EvalIndex
-from speed.data.dedup import exact_keys, near_duplicate_flags, words
+from speed.data.dedup import ExactDuplicates, NearDuplicates, words
 from speed.data.validate import check_text, training_record
 from speed.io import atomic_file, read_jsonl
 
 log = logging.getLogger(__name__)
+
+CHUNK_ROWS = 5_000  # rows whose parsed records, words and MinHashes are alive at once
 
 COLUMNS = {
     "id": pl.String,
@@ -38,6 +42,7 @@ COLUMNS = {
     "variant": pl.String,
 }
 # Fields of evaluation files that are ids or label names, not text a model could have copied.
+_TEXT_FIELDS = ("query", "positive", "negative")
 _NOT_TEXT = {"_id", "id", "query-id", "corpus-id", "label", "label_text", "metadata", "score"}
 
 
@@ -68,7 +73,7 @@ def build_eval_index(
 
 
 def _length_problem(record: dict[str, Any], min_words: int, max_words: int) -> str | None:
-    for field in ("query", "positive", "negative"):
+    for field in _TEXT_FIELDS:
         text = record[field]
         if text is None:
             continue
@@ -80,23 +85,12 @@ def _length_problem(record: dict[str, Any], min_words: int, max_words: int) -> s
     return None
 
 
-def assemble(
-    rows: Iterable[dict[str, Any]],
-    variant: str,
-    min_words: int,
-    max_words: int,
-    dedup_threshold: float,
-    shingle_size: int,
-    eval_index: EvalIndex | None,
-) -> tuple[pl.DataFrame, dict[str, Any]]:
-    drops: Counter[str] = Counter()
-    per_family_in: Counter[str] = Counter()
-    decontaminated: Counter[str] = Counter()
-    records: list[dict[str, Any]] = []
-    n_in = 0
+def _validated(
+    rows: Iterable[dict[str, Any]], min_words: int, max_words: int, drops: Counter[str]
+) -> list[dict[str, Any]]:
+    """Training records of the rows that parse and pass the checks; the others counted."""
+    records = []
     for row in rows:
-        n_in += 1
-        per_family_in[row["family"]] += 1
         checked = check_text(row["family"], row["text"])
         if checked.fields is None:
             drops[f"invalid: {checked.reason}"] += 1
@@ -110,41 +104,126 @@ def assemble(
             drops[problem] += 1
             continue
         records.append(record)
+    return records
 
-    # Exact duplicates first (cheap), then MinHash near-duplicates, on query + positive.
-    pair_texts = [f"{r['query']}\n{r['positive']}" for r in records]
-    seen: set[str] = set()
-    keep = []
-    for r, key, text in zip(records, exact_keys(pair_texts), pair_texts, strict=True):
-        if key in seen:
-            drops["exact duplicate"] += 1
-        else:
-            seen.add(key)
-            keep.append((r, text))
-    near = near_duplicate_flags([t for _r, t in keep], dedup_threshold, shingle_size)
-    drops["near duplicate"] += sum(near)
-    records = [r for (r, _t), dup in zip(keep, near, strict=True) if not dup]
-    n_deduped = len(records)
-    duplicates = drops["exact duplicate"] + drops["near duplicate"]
 
+def _contaminated(
+    records: list[dict[str, Any]],
+    ids: list[int],
+    known_words: dict[str, list[list[str]]],
+    eval_index: EvalIndex,
+) -> dict[int, str]:
+    """id -> evaluation task, for the records `records[id]` whose query, positive or negative
+    (the first that does) carries evaluation text. `known_words[field][id]`: words already split."""
+    fields = [(i, f) for i in ids for f in _TEXT_FIELDS if records[i][f]]
+    field_words = [
+        known_words[f][i] if f in known_words else words(records[i][f]) for i, f in fields
+    ]
+    bad: dict[int, str] = {}
+    for (i, _f), task in zip(fields, eval_index.hits_words(field_words), strict=True):
+        if task is not None:
+            bad.setdefault(i, task)
+    return bad
+
+
+class Diversity:
+    """distinct-1/2 of the word sequence of every query, then every positive, of the corpus.
+    Words are kept as uint32 ids (one dict entry per distinct word), not as strings."""
+
+    def __init__(self) -> None:
+        self._ids: dict[str, int] = {}
+        self._queries: list[np.ndarray] = []  # uint32 word ids
+        self._positives: list[np.ndarray] = []
+
+    def _encode(self, word_lists: list[list[str]]) -> np.ndarray:
+        tokens = list(chain.from_iterable(word_lists))
+        new = set(tokens).difference(self._ids)
+        self._ids.update(zip(new, range(len(self._ids), len(self._ids) + len(new)), strict=True))
+        return np.array(list(map(self._ids.__getitem__, tokens)), np.uint32)
+
+    def add(self, queries: list[list[str]], positives: list[list[str]]) -> None:
+        self._queries.append(self._encode(queries))
+        self._positives.append(self._encode(positives))
+
+    def stats(self) -> dict[str, float]:
+        tokens = np.concatenate([np.zeros(0, np.uint32), *self._queries, *self._positives])
+        self._queries, self._positives = [], []
+        bigrams = tokens[:-1].astype(np.uint64)  # (first << 32) | second, sorted to count
+        bigrams <<= np.uint64(32)
+        bigrams |= tokens[1:]
+        bigrams.sort()
+        distinct_2 = int(np.count_nonzero(bigrams[1:] != bigrams[:-1])) + 1 if len(bigrams) else 0
+        return {
+            "distinct_1": len(self._ids) / max(1, len(tokens)),
+            "distinct_2": distinct_2 / max(1, len(bigrams)),
+        }
+
+
+def assemble(
+    rows: Iterable[dict[str, Any]],
+    variant: str,
+    min_words: int,
+    max_words: int,
+    dedup_threshold: float,
+    shingle_size: int,
+    eval_index: EvalIndex | None,
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The corpus of `rows` (raw model outputs with provenance) and its stats.
+
+    Rows stream through in chunks of CHUNK_ROWS: each chunk is parsed, validated, deduplicated
+    against everything kept before it, decontaminated, and kept as a polars frame, so only
+    one chunk's Python objects are alive at a time (plus the dedup and diversity state)."""
+    drops: Counter[str] = Counter({"near duplicate": 0})
     if eval_index is not None and len(eval_index):
-        fields = [
-            (i, f) for i, r in enumerate(records) for f in ("query", "positive", "negative") if r[f]
-        ]
-        hits = eval_index.hits([records[i][f] for i, f in fields])
-        bad: dict[int, str] = {}
-        for (i, _f), task in zip(fields, hits, strict=True):
-            if task is not None:
-                bad.setdefault(i, task)
-        for task in bad.values():
-            decontaminated[task] += 1
-        drops["contaminated"] += len(bad)
-        records = [r for i, r in enumerate(records) if i not in bad]
+        drops["contaminated"] = 0
+    per_family_in: Counter[str] = Counter()
+    decontaminated: Counter[str] = Counter()
+    exact, near = ExactDuplicates(), NearDuplicates(dedup_threshold, shingle_size)
+    diversity = Diversity()
+    parts: list[pl.DataFrame] = []
+    n_in = n_deduped = n_out = 0
+    rows = iter(rows)
+    while chunk := list(islice(rows, CHUNK_ROWS)):
+        n_in += len(chunk)
+        per_family_in.update(row["family"] for row in chunk)
+        records = _validated(chunk, min_words, max_words, drops)
+        del chunk
+        query_words = [words(r["query"]) for r in records]
+        positive_words = [words(r["positive"]) for r in records]
 
-    for i, r in enumerate(records):
-        r["id"] = f"{variant}-{i:07d}"
-        r["variant"] = variant
-    frame = pl.DataFrame(records, schema=COLUMNS) if records else pl.DataFrame(schema=COLUMNS)
+        # Exact duplicates first (cheap), then MinHash near-duplicates, on query + positive.
+        pair_words = [q + p for q, p in zip(query_words, positive_words, strict=True)]
+        unique = []
+        for i, w in enumerate(pair_words):
+            if exact.seen(w):
+                drops["exact duplicate"] += 1
+            else:
+                unique.append(i)
+        near_flags = near.flags([pair_words[i] for i in unique])
+        kept = [i for i, dup in zip(unique, near_flags, strict=True) if not dup]
+        drops["near duplicate"] += len(unique) - len(kept)
+        n_deduped += len(kept)
+        del pair_words
+
+        if eval_index is not None and len(eval_index):
+            known = {"query": query_words, "positive": positive_words}
+            bad = _contaminated(records, kept, known, eval_index)
+            decontaminated.update(bad.values())
+            drops["contaminated"] += len(bad)
+            kept = [i for i in kept if i not in bad]
+
+        diversity.add([query_words[i] for i in kept], [positive_words[i] for i in kept])
+        if kept:
+            out = [records[i] for i in kept]
+            for j, r in enumerate(out, start=n_out):
+                r["id"] = f"{variant}-{j:07d}"
+                r["variant"] = variant
+            parts.append(pl.DataFrame(out, schema=COLUMNS))
+            n_out += len(out)
+    del exact, near
+
+    frame = pl.concat(parts) if parts else pl.DataFrame(schema=COLUMNS)
+    duplicates = drops["exact duplicate"] + drops["near duplicate"]
     stats = {
         "variant": variant,
         "in": n_in,
@@ -152,28 +231,23 @@ def assemble(
         "drops": dict(sorted(drops.items())),
         "dropped": sum(drops.values()),
         "in_per_family": dict(sorted(per_family_in.items())),
-        "out_per_family": dict(sorted(Counter(frame["family"].to_list()).items())),
+        "out_per_family": dict(sorted(frame.group_by("family").len().iter_rows())),
         "dedup_rate": duplicates / max(1, n_deduped + duplicates),
         "decontamination_hits": dict(sorted(decontaminated.items())),
         "revised": int(frame["revised"].sum() or 0) if frame.height else 0,
-        **text_stats(frame),
+        "length_words": length_stats(frame),
+        **diversity.stats(),
     }
     return frame, stats
 
 
-def text_stats(frame: pl.DataFrame) -> dict[str, Any]:
-    """Word-length percentiles per field and distinct-1/2 (diversity) over queries+positives."""
-    out: dict[str, Any] = {"length_words": {}}
-    for field in ("query", "positive", "negative"):
-        lengths = frame[field].drop_nulls().str.split(" ").list.len()
+def length_stats(frame: pl.DataFrame) -> dict[str, dict[str, float]]:
+    """Percentiles of the word count (space-separated) of each field."""
+    out = {}
+    for field in _TEXT_FIELDS:
+        lengths = frame[field].drop_nulls().str.count_matches(" ", literal=True) + 1
         if lengths.len():
-            out["length_words"][field] = {
-                f"p{q}": float(lengths.quantile(q / 100, "nearest")) for q in (5, 50, 95)
-            }
-    tokens = [w for t in frame["query"].to_list() + frame["positive"].to_list() for w in words(t)]
-    bigrams = list(zip(tokens, tokens[1:], strict=False))
-    out["distinct_1"] = len(set(tokens)) / max(1, len(tokens))
-    out["distinct_2"] = len(set(bigrams)) / max(1, len(bigrams))
+            out[field] = {f"p{q}": float(lengths.quantile(q / 100, "nearest")) for q in (5, 50, 95)}
     return out
 
 

@@ -9,25 +9,16 @@ Two checks per text, against every text of the configured evaluation tasks:
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from speed.data.dedup import shingles, words
-
-
-def _h(gram: str) -> int:
-    return int.from_bytes(hashlib.blake2b(gram.encode(), digest_size=8).digest(), "little")
-
-
-def ngram_hashes(text: str, n: int) -> set[int]:
-    w = words(text)
-    return {_h(" ".join(w[i : i + n])) for i in range(len(w) - n + 1)}
+from speed.data.dedup import CHUNK, minhashes, word_shingles, words
 
 
 @dataclass
 class EvalIndex:
-    """Every evaluation text, as n-gram hashes and as a MinHash LSH index."""
+    """Every evaluation text, as a set of word n-grams and as a MinHash LSH index."""
 
     ngram: int
     threshold: float
@@ -38,26 +29,37 @@ class EvalIndex:
     def __post_init__(self) -> None:
         from rensa import RMinHashLSH
 
+        # hash of an n-gram -> the first task that has it (64 bits: against a million
+        # evaluation n-grams, a false match is about 1e-13 likely per n-gram looked up)
         self._grams: dict[int, str] = {}
         self._lsh = RMinHashLSH(threshold=self.threshold, num_perm=self.num_perm, num_bands=16)
-        self._hashes: list[object] = []
+        self._hashes: list[Any] = []
         self._tasks: list[str] = []
 
-    def _minhash(self, texts: Sequence[str]) -> list[object]:
-        from rensa import RMinHash
+    def _ngram_keys(self, w: Sequence[str]) -> Iterator[int]:
+        """Hashes of the word n-grams, in text order (a tuple's hash reuses its words')."""
+        return map(hash, zip(*(w[k:] for k in range(self.ngram)), strict=False))
 
-        return RMinHash.from_token_sets(
-            [sorted(shingles(t, self.shingle_size)) or [""] for t in texts],
-            self.num_perm,
-            self.seed,
-        )
+    def _minhash(self, word_lists: Sequence[Sequence[str]]) -> list[Any]:
+        sets = [word_shingles(w, self.shingle_size) for w in word_lists]
+        return minhashes(sets, self.num_perm, self.seed)
 
     def add(self, task: str, texts: Iterable[str]) -> None:
-        texts = [t for t in texts if t and t.strip()]
-        for t in texts:
-            for g in ngram_hashes(t, self.ngram):
-                self._grams.setdefault(g, task)
-        for mh in self._minhash(texts):
+        batch: list[list[str]] = []
+        for text in texts:
+            if not (text and text.strip()):
+                continue
+            w = words(text)
+            for h in self._ngram_keys(w):
+                self._grams.setdefault(h, task)
+            batch.append(w)
+            if len(batch) == CHUNK:
+                self._insert(task, batch)
+                batch = []
+        self._insert(task, batch)
+
+    def _insert(self, task: str, word_lists: Sequence[Sequence[str]]) -> None:
+        for mh in self._minhash(word_lists):
             self._lsh.insert(len(self._hashes), mh)
             self._hashes.append(mh)
             self._tasks.append(task)
@@ -67,18 +69,16 @@ class EvalIndex:
 
     def hits(self, texts: Sequence[str]) -> list[str | None]:
         """For each text, the evaluation task it is contaminated by, or None."""
-        found: list[str | None] = []
-        for start in range(0, len(texts), 20_000):  # bound the memory of the MinHash objects
-            chunk = texts[start : start + 20_000]
-            found += self._hits(chunk, self._minhash(chunk))
-        return found
+        return self.hits_words([words(t) for t in texts])
 
-    def _hits(self, texts: Sequence[str], hashes: list[object]) -> list[str | None]:
+    def hits_words(self, word_lists: Sequence[Sequence[str]]) -> list[str | None]:
+        """`hits` for texts given as their words (`dedup.words`): the first of the text's
+        n-grams (in text order) that an evaluation text has, else the first MinHash match."""
         found: list[str | None] = []
-        for t, mh in zip(texts, hashes, strict=True):
-            task = next(
-                (self._grams[g] for g in ngram_hashes(t, self.ngram) if g in self._grams), None
-            )
+        for w, mh in zip(word_lists, self._minhash(word_lists), strict=True):
+            task = None
+            if not self._grams.keys().isdisjoint(self._ngram_keys(w)):
+                task = next(self._grams[h] for h in self._ngram_keys(w) if h in self._grams)
             if task is None:
                 for key in self._lsh.query(mh):
                     if mh.jaccard(self._hashes[key]) >= self.threshold:

@@ -108,6 +108,11 @@ def parse_json_object(text: str) -> Parsed:
     """The JSON object in `text`, repaired if needed, or None with the reason."""
     if not text or not text.strip():
         return Parsed(None, error="empty output")
+    # The text as it is comes first among the candidates below; most outputs parse so, and
+    # then building the repaired candidates (two scans of the text in Python) is wasted.
+    parsed = _try_json(text.strip())
+    if parsed is not None and isinstance(parsed[0], dict):
+        return Parsed(parsed[0], ["control characters"] if parsed[1] else [])
     fenced = _FENCE.search(text)
     if fenced and "{" not in fenced.group(1):
         fenced = None  # a fence around something else: look for the object in the whole text
@@ -150,7 +155,7 @@ def parse_json_object(text: str) -> Parsed:
     for labels, obj in objects:
         try:
             value = _python_literal(obj)  # single-quoted Python dict
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
             continue
         if isinstance(value, dict):
             return Parsed(value, [*labels, "python literal"])

@@ -4,8 +4,9 @@ import random
 import polars as pl
 import pytest
 
+import speed.data.corpus
 from speed.data.corpus import COLUMNS, assemble, build_eval_index, eval_texts
-from speed.data.dedup import near_duplicate_flags, shingles
+from speed.data.dedup import near_duplicate_flags, shingles, words
 
 rng = random.Random(0)
 VOCAB = [f"w{i}" for i in range(3000)]
@@ -107,6 +108,34 @@ def test_decontamination_removes_planted_copies_and_nothing_else(eval_dir):
     assert stats["drops"]["contaminated"] == 4
     assert stats["decontamination_hits"] == {"STSBenchmark": 3, "SciFact": 1}
     assert set(frame["query"].to_list()) == {json.loads(r["text"])["user_query"] for r in clean}
+
+
+def test_chunks_give_the_result_of_one_pass(eval_dir, monkeypatch):
+    """Duplicates and diversity span chunks: streaming in chunks of 7 rows changes nothing."""
+    tasks, pairs, _docs = eval_dir
+    index = build_eval_index(tasks, ngram=13, threshold=0.7, shingle_size=2)
+    rows = [row(rng.choice(["retrieval", "sts", "s2s"])) for _ in range(60)]
+    for r in rows[:40:3]:  # exact (case) and near (one more word) duplicates, chunks later
+        fields = json.loads(r["text"])
+        first, second = list(fields)[:2]
+        fields[first] = fields[first].upper()
+        exact = {**r, "text": json.dumps(fields)}
+        fields[second] += " indeed"
+        rows += [exact, {**r, "text": json.dumps(fields)}]
+    rows[10:10] = [row(values=[pairs[i]["sentence1"], sentence(), sentence()]) for i in range(3)]
+    whole = build(rows, index)
+    monkeypatch.setattr(speed.data.corpus, "CHUNK_ROWS", 7)
+    chunked = build(iter(rows), index)
+    assert chunked[0].equals(whole[0])
+    assert chunked[1] == whole[1]
+    frame, stats = chunked
+    assert stats["drops"] == {"contaminated": 3, "exact duplicate": 14, "near duplicate": 14}
+    assert frame["id"].to_list() == [f"speed-{i:07d}" for i in range(60)]
+    # distinct-n over all queries, then all positives, as one word sequence
+    tokens = [w for t in frame["query"].to_list() + frame["positive"].to_list() for w in words(t)]
+    bigrams = list(zip(tokens, tokens[1:], strict=False))
+    assert stats["distinct_1"] == len(set(tokens)) / len(tokens)
+    assert stats["distinct_2"] == len(set(bigrams)) / len(bigrams)
 
 
 def test_eval_texts_skip_ids_and_labels(tmp_path):

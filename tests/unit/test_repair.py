@@ -270,6 +270,8 @@ def test_failure_reasons():
     assert parse_json_object("no braces here").error == "no JSON object in output"
     assert parse_json_object('["a", "b"]').error == "no JSON object in output"
     assert parse_json_object('{"a" "b" : : }').error == "invalid JSON"
+    # A Python literal that cannot be built (a set of dicts) is invalid, not a crash.
+    assert parse_json_object('text {{"a": 1} }').error == "invalid JSON"
 
 
 def test_python_literal_is_never_evaluated():
