@@ -20,7 +20,7 @@ RUN = wf.run_dir(config)
 SCALING_VARIANT = config["scaling"]["variant"]
 if config["scaling"]["fractions"] and SCALING_VARIANT not in config["corpus"]["variants"]:
     raise WorkflowError(
-        f"scaling.variant {config['scaling']['variant']} is not among corpus.variants "
+        f"scaling.variant {SCALING_VARIANT} is not among corpus.variants "
         f"{config['corpus']['variants']}: the scaling study trains on that variant's corpus"
     )
 # The teacher budget guards paid calls without being a rule param: raising it reruns nothing.
