@@ -39,7 +39,8 @@ rule embedding_data:
     wildcard_constraints:
         variant="|".join(VARIANT_NAMES),
     params:
-        fraction=config["evaluation"]["heldout_fraction"],
+        # nothing is held out when no heldout: task is evaluated (the paper config)
+        fraction=config["evaluation"]["heldout_fraction"] if wf.uses_heldout(config) else 0.0,
         seed=config["seed"],
     log:
         log_of("embedding_data_{variant}"),
