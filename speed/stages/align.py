@@ -23,7 +23,7 @@ from speed.prompts.align import (
     revise_schema,
     revisor_messages,
 )
-from speed.stages.teacher import stable_seed, write_stats
+from speed.stages.teacher import prompt_requests, stable_seed, write_stats
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +56,7 @@ def run_candidates(
     """k samples of the junior per prompt; invalid ones are kept and flagged, since the judge
     sees the raw list."""
     prompts = read_jsonl(prompts_path)
-    requests = [
-        Request.chat(
-            p["messages"],
-            Sampling(**sampling, seed=stable_seed(seed, "candidates", p["id"])),
-            schema=p["schema"],
-            n=k,
-            id=p["id"],
-        )
-        for p in prompts
-    ]
+    requests = prompt_requests(prompts, sampling, seed, "candidates", n=k)
     with open_client(llm, cache_dir) as client:
         results = client.generate(requests)
     rows, reasons = [], Counter()

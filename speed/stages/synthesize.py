@@ -13,7 +13,7 @@ from speed.io import read_jsonl, write_jsonl
 from speed.llm.factory import open_client
 from speed.llm.types import Request, Sampling
 from speed.prompts.align import canonical_output, request_text, revisor_messages
-from speed.stages.teacher import stable_seed, write_stats
+from speed.stages.teacher import prompt_requests, stable_seed, write_stats
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +42,7 @@ def run_generate(
     """One example per prompt of this shard (the teacher-only baseline runs this too, with a
     ledger, on its own fresh prompts)."""
     prompts = shard_of(read_jsonl(prompts_path), shard, shards)
-    requests = [
-        Request.chat(
-            p["messages"],
-            Sampling(**sampling, seed=stable_seed(seed, "synthesis", p["id"])),
-            schema=p["schema"],
-            id=p["id"],
-        )
-        for p in prompts
-    ]
+    requests = prompt_requests(prompts, sampling, seed, "synthesis")
     stage = "teacher_only" if ledger else None
     with open_client(llm, cache_dir, ledger, stage=stage, price=price) as client:
         results = client.generate(requests)

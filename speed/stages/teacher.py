@@ -31,6 +31,26 @@ def stable_seed(*parts: Any) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
+def prompt_requests(
+    prompts: list[dict[str, Any]],
+    sampling: dict[str, Any],
+    seed: int,
+    purpose: str,
+    n: int = 1,
+) -> list[Request]:
+    """One request per data prompt (its messages and family schema), seeded by prompt id."""
+    return [
+        Request.chat(
+            p["messages"],
+            Sampling(**sampling, seed=stable_seed(seed, purpose, p["id"])),
+            schema=p["schema"],
+            n=n,
+            id=p["id"],
+        )
+        for p in prompts
+    ]
+
+
 def write_stats(path: str | Path, stats: dict[str, Any]) -> None:
     with atomic_file(path) as f:
         json.dump(stats, f, indent=2, sort_keys=True)
@@ -114,15 +134,7 @@ def run_seed(
     ledger: str,
 ) -> dict[str, Any]:
     prompts = read_jsonl(prompts_path)
-    requests = [
-        Request.chat(
-            p["messages"],
-            Sampling(**sampling, seed=stable_seed(seed, "seed", p["id"])),
-            schema=p["schema"],
-            id=p["id"],
-        )
-        for p in prompts
-    ]
+    requests = prompt_requests(prompts, sampling, seed, "seed")
     with open_client(llm, cache_dir, ledger, stage="seed", price=price) as client:
         results = client.generate(requests)
     records, rejects = [], []
