@@ -1,12 +1,12 @@
 import json
 
-from speed.io import atomic_file, read_json
+from speed.io import atomic_file, read_json_each
 from speed.logs import setup_logging
 from speed.report.cost import cost_report
 
 sm = snakemake  # noqa: F821
 log = setup_logging(sm.log[0])
-stats = {v: read_json(p) for v, p in zip(sm.params.variants, sm.input.corpus_stats, strict=True)}
+stats = read_json_each(sm.params.variants, sm.input.corpus_stats)
 report = cost_report(sm.params.ledgers, stats, sm.params.price, sm.params.planned)
 with atomic_file(sm.output[0]) as f:
     json.dump(report, f, indent=2)

@@ -59,3 +59,8 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 def read_json(path: str | Path) -> Any:
     with open(path) as f:
         return json.load(f)
+
+
+def read_json_each(names: Iterable[str], paths: Iterable[str | Path]) -> dict[str, Any]:
+    """name -> parsed JSON, for parallel lists (a rule's params and inputs)."""
+    return {name: read_json(p) for name, p in zip(names, paths, strict=True)}

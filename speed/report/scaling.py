@@ -43,6 +43,22 @@ def category_means(scores_csv: str) -> dict[str, float]:
     return out
 
 
+def study_points(
+    labels: Sequence[str], data: Sequence[str], scores: Sequence[str]
+) -> list[dict[str, Any]]:
+    """The study's points from its variants (`speed@0.5`, ..., `speed`), their training sets
+    and their evaluation scores."""
+    return [
+        {
+            "label": label,
+            "fraction": float(label.partition("@")[2] or 1.0),
+            "examples": pl.scan_parquet(path).select(pl.len()).collect().item(),
+            "scores_csv": csv,
+        }
+        for label, path, csv in zip(labels, data, scores, strict=True)
+    ]
+
+
 def scaling_study(points: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """points: {label, fraction, examples, scores_csv} per trained corpus size."""
     rows = [
