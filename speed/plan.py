@@ -252,6 +252,7 @@ def gpu_jobs(config: dict[str, Any], generators: list[str], revised: list[str]) 
     """Jobs per rule that ask for `resources.*.gpu` (rules/*.smk), for the whole `rule all`."""
     shards = config["synthesis"]["shards"]
     variants = config["corpus"]["variants"]
+    scaled = len(config["scaling"]["fractions"])  # the scaling study's smaller training sets
     jobs = {
         "junior": 1,
         "candidates": 1,
@@ -259,19 +260,14 @@ def gpu_jobs(config: dict[str, Any], generators: list[str], revised: list[str]) 
         "revisor": int(bool(revised)),
         "synth_raw": shards * len(generators),
         "synth_revised": shards * len(revised),
-        "embedding": len(variants) + len(scaling_sizes(config)),
-        "evaluate": 1 + len(variants) + len(scaling_sizes(config)),
+        "embedding": len(variants) + scaled,
+        "evaluate": 1 + len(variants) + scaled,
     }
     if config["resources"]["llm"].get("gpu", 0) and config["teacher"]["backend"] != "openai":
         jobs |= {"brainstorm": len(BRAINSTORMED), "seed": 1, "judge": 1, "revise": 1}
         jobs["teacher_only"] = int("teacher_only" in variants)
     jobs = {rule: n for rule, n in jobs.items() if n}
     return {**jobs, "total": sum(jobs.values())}
-
-
-def scaling_sizes(config: dict[str, Any]) -> list[float]:
-    """Fractions of the scaling study below the full corpus (the full one is the variant)."""
-    return [f for f in config.get("scaling", {}).get("fractions", []) if f < 1]
 
 
 def check_budget(plan: dict[str, Any], budget: dict[str, Any] | None) -> list[str]:
