@@ -104,7 +104,10 @@ def test_shipped_configs_dry_run_with_the_plans_gpu_jobs(workflow, name):
 def test_a_run_over_budget_stops_and_keeps_what_it_paid(workflow):
     """A token budget the plan fits in, but with brainstorm calls whose worst case (max_tokens)
     is most of it: calls go one at a time while their worst case fits, then the job stops
-    without overspending; a rerun with more budget pays only for the calls it had not made."""
+    without overspending; a rerun with more budget pays only for the calls it had not made.
+
+    The slack left beside one call's worst case (2,500 tokens) is about five real calls' cost
+    (~500 tokens each), less one worst-case prompt, so the stop falls inside the one job."""
     import sqlite3
 
     from speed.plan import load_config, make_plan
@@ -115,10 +118,10 @@ def test_a_run_over_budget_stops_and_keeps_what_it_paid(workflow):
     cfg_file.write_text(yaml.safe_dump(config, sort_keys=False))
     limit = make_plan(load_config(cfg_file))["total"]["tokens"] + 1
     config["teacher"]["budget"]["max_tokens"] = limit
-    config["brainstorm"]["max_tokens"] = limit - 4000  # the plan does not change with it
+    config["brainstorm"]["max_tokens"] = limit - 2500  # the plan does not change with it
     cfg_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    targets = ["results/tiny/tasks/retrieval.jsonl", "results/tiny/tasks/s2s.jsonl"]
-    proc = snakemake(workflow, "--cores", "1", *targets, check=False)
+    target = "results/tiny/tasks/retrieval.jsonl"
+    proc = snakemake(workflow, "--cores", "1", target, check=False)
     assert proc.returncode != 0
     logs = "".join(p.read_text() for p in (workflow / "results/tiny/logs").glob("brainstorm_*"))
     assert "BudgetExceeded" in logs and "raise teacher.budget and rerun" in logs
@@ -126,19 +129,12 @@ def test_a_run_over_budget_stops_and_keeps_what_it_paid(workflow):
     assert spend.execute("SELECT tokens FROM spend").fetchone()[0] <= limit
     paid = sqlite3.connect(workflow / ".cache/speed/completions.sqlite")
     n_paid = paid.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
-    assert 0 < n_paid < 2 * 8
-
-    done_before = {p.name for p in (workflow / "results/tiny/ledger").glob("brainstorm_*")}
+    assert 0 < n_paid < 8
 
     config["teacher"]["budget"]["max_tokens"] = None
     cfg_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    snakemake(workflow, "--cores", "2", *targets)
-    rerun = [
-        r
-        for p in (workflow / "results/tiny/ledger").glob("brainstorm_*")
-        if p.name not in done_before
-        for r in read_jsonl(p)
-    ]
-    # the rerun paid exactly for the calls the stopped run had not made
-    assert sum(not r["cached"] for r in rerun) == 2 * 8 - n_paid
-    assert any(r["cached"] for r in rerun)
+    snakemake(workflow, "--cores", "1", target)
+    rerun = read_jsonl(workflow / "results/tiny/ledger/brainstorm_retrieval.jsonl")
+    # the rerun paid exactly for the calls the stopped run had not made, and reused the rest
+    assert sum(not r["cached"] for r in rerun) == 8 - n_paid
+    assert sum(r["cached"] for r in rerun) == n_paid
