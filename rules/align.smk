@@ -63,7 +63,7 @@ rule judge:
         temperature=config["judge"]["temperature"],
         max_tokens=config["judge"]["max_tokens"],
         max_reason_chars=config["judge"]["max_reason_chars"],
-        price=config["teacher"]["price"],
+        price=wf.teacher_price(config),
         cache_dir=config["cache_dir"],
     log:
         log_of("judge"),
@@ -98,7 +98,7 @@ rule revise:
         max_field_chars=config["prompts"]["max_field_chars"],
         max_reason_chars=config["revise"]["max_reason_chars"],
         seed=config["seed"],
-        price=config["teacher"]["price"],
+        price=wf.teacher_price(config),
         cache_dir=config["cache_dir"],
     log:
         log_of("revise"),

@@ -39,7 +39,7 @@ def teacher_params(max_tokens):
         llm=wf.teacher_spec(config),
         sampling=dict(temperature=t["temperature"], top_p=t["top_p"], max_tokens=max_tokens),
         seed=config["seed"],
-        price=t["price"],
+        price=wf.teacher_price(config),
         cache_dir=config["cache_dir"],
     )
 

@@ -21,7 +21,7 @@ rule cost_report:
     params:
         ledgers=LEDGERS,
         variants=config["corpus"]["variants"],
-        price=config["teacher"]["price"],
+        price=wf.teacher_price(config),
         planned=planned_teacher_stages(),
     log:
         log_of("cost_report"),

@@ -72,7 +72,7 @@ rule teacher_only:
         llm=wf.teacher_spec(config),
         sampling=config["synthesis"]["sampling"],
         seed=config["seed"],
-        price=config["teacher"]["price"],
+        price=wf.teacher_price(config),
         cache_dir=config["cache_dir"],
     log:
         log_of("teacher_only"),

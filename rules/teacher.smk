@@ -118,7 +118,7 @@ rule smoke_teacher:
         temperature=config["teacher"]["temperature"],
         top_p=config["teacher"]["top_p"],
         seed=config["seed"],
-        price=config["teacher"]["price"],
+        price=wf.teacher_price(config),
         cache_dir=config["cache_dir"],
     log:
         log_of("smoke_teacher"),

@@ -25,7 +25,7 @@ from speed.prompts.brainstorm import brainstorm_messages
 from speed.prompts.data import build_prompts, family_counts
 from speed.prompts.families import BRAINSTORMED, FAMILIES
 from speed.topics import builtin_paths
-from speed.workflow import VARIANT_SOURCES
+from speed.workflow import VARIANT_SOURCES, teacher_price, uses_batch_api
 
 CHARS_PER_TOKEN = 4.0  # English text in GPT/LLaMA tokenizers
 TOKENS_PER_WORD = 1.35
@@ -141,7 +141,7 @@ def _data_stage(
 def make_plan(config: dict[str, Any]) -> dict[str, Any]:
     """The plan of a validated config, as plain data (what `speed-plan --json` prints)."""
     prompts, mix = config["prompts"], config["prompts"]["mix"]
-    price = config["teacher"]["price"]
+    price = teacher_price(config)
     lengths = measure_families(prompts["max_field_chars"], config["seed"])
     n = prompts["n"]
     variants = list(config["corpus"]["variants"])
@@ -200,6 +200,7 @@ def make_plan(config: dict[str, Any]) -> dict[str, Any]:
             "backend": config["teacher"]["backend"],
             "model": config["teacher"]["model"],
             "price_per_m": price,
+            "batch_api": uses_batch_api(config),
         },
         "stages": {name: {**asdict(s), "tokens": s.tokens} for name, s in stages.items()},
         "total": _total(stages.values()),
@@ -287,7 +288,8 @@ def check_budget(plan: dict[str, Any], budget: dict[str, Any] | None) -> list[st
 
 def format_plan(plan: dict[str, Any]) -> str:
     teacher = plan["teacher"]
-    lines = [f"run {plan['run']}: teacher {teacher['model']} ({teacher['backend']})"]
+    via = " Batch API" if teacher["batch_api"] else ""
+    lines = [f"run {plan['run']}: teacher {teacher['model']} ({teacher['backend']}{via})"]
     lines.append(f"{'teacher stage':<14}{'calls':>12}{'tokens (est.)':>16}{'USD (est.)':>12}")
     for name, s in [*plan["stages"].items(), ("total", plan["total"])]:
         lines.append(f"{name:<14}{s['calls']:>12,}{s['tokens']:>16,}{s['usd']:>12,.2f}")

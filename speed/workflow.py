@@ -66,6 +66,7 @@ def teacher_spec(config: dict[str, Any]) -> dict[str, Any]:
                 "max_attempts": o["max_attempts"],
                 "timeout_s": o["timeout_s"],
                 "response_format": o["response_format"],
+                **({"batch": batch_options(config)} if uses_batch_api(config) else {}),
             },
         }
     return {
@@ -74,6 +75,29 @@ def teacher_spec(config: dict[str, Any]) -> dict[str, Any]:
         "model": model_path(config, t["model"]),
         "options": local_engine_options(config, t["backend"]),
     }
+
+
+def uses_batch_api(config: dict[str, Any]) -> bool:
+    t = config["teacher"]
+    return t["backend"] == "openai" and t["openai"]["batch"]["enabled"]
+
+
+def batch_options(config: dict[str, Any]) -> dict[str, Any]:
+    b = config["teacher"]["openai"]["batch"]
+    return {
+        "state_dir": str(Path(config["cache_dir"]) / "openai-batches"),
+        "completion_window": b["completion_window"],
+        "poll_s": b["poll_s"],
+        "max_requests": b["max_requests"],
+    }
+
+
+def teacher_price(config: dict[str, Any]) -> dict[str, float]:
+    """USD per million tokens the teacher's calls really cost (the Batch API's discount applied)."""
+    t = config["teacher"]
+    if not uses_batch_api(config):
+        return t["price"]
+    return {k: v * t["openai"]["batch"]["price_factor"] for k, v in t["price"].items()}
 
 
 def teacher_inputs(config: dict[str, Any]) -> list[str]:

@@ -11,7 +11,7 @@ from tqdm import tqdm
 from speed.llm.budget import SpendGuard
 from speed.llm.cache import CompletionCache, cache_key
 from speed.llm.ledger import Ledger
-from speed.llm.types import Backend, Completion, Request
+from speed.llm.types import Backend, Completion, GenerationError, Request
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,13 @@ class LLMClient:
         budget: SpendGuard | None = None,
     ):
         # How many samples are generated between cache commits: an operational knob (it never
-        # changes an output), so it comes from the environment, not the config.
-        flush_every = flush_every or int(os.environ.get("SPEED_CACHE_FLUSH_EVERY", "64"))
+        # changes an output), so it comes from the environment, not the config. A backend that
+        # works in large units (the OpenAI Batch API) sets its own.
+        flush_every = (
+            getattr(backend, "chunk_size", None)
+            or flush_every
+            or int(os.environ.get("SPEED_CACHE_FLUSH_EVERY", "64"))
+        )
         self.backend, self.cache, self.ledger, self.flush_every = (
             backend,
             cache,
@@ -80,17 +85,14 @@ class LLMClient:
             if self.budget is not None:
                 fits = self.budget.reserve(sent)
                 chunk, sent = chunk[:fits], sent[:fits]
-            outputs = self.backend.generate(sent)
-            if self.budget is not None:
-                self.budget.settle(sent, [out[0] for out in outputs])
-            self.backend_calls += len(chunk)
+            try:
+                outputs = dict(enumerate(self.backend.generate(sent)))
+            except GenerationError as err:
+                # Keep what the failed call did answer (it is paid for) before giving up.
+                self._keep(chunk, sent, err.done, keys, requests, done)
+                raise
+            self._keep(chunk, sent, outputs, keys, requests, done)
             start += len(chunk)
-            fresh = {}
-            for (idx, ri, _s), out in zip(chunk, outputs, strict=True):
-                done[idx] = out[0]
-                fresh[keys[idx]] = out[0]
-                self._record(requests[ri], out[0])
-            self.cache.put_many(fresh)
             progress.update(len(chunk))
             log.info("generated %d/%d (in the cache)", start, len(todo))
         progress.close()
@@ -98,6 +100,27 @@ class LLMClient:
         for idx, (ri, _s) in enumerate(samples):
             results[ri].append(done[idx])
         return results
+
+    def _keep(
+        self,
+        chunk: list[tuple[int, int, Request]],
+        sent: list[Request],
+        outputs: dict[int, list[Completion]],
+        keys: list[str],
+        requests: list[Request],
+        done: dict[int, Completion],
+    ) -> None:
+        """Cache, ledger and settle the answered samples of a chunk (`outputs` by position)."""
+        if self.budget is not None:
+            self.budget.settle(sent, [out[0] for out in outputs.values()])
+        self.backend_calls += len(outputs)
+        fresh = {}
+        for pos, out in outputs.items():
+            idx, ri, _s = chunk[pos]
+            done[idx] = out[0]
+            fresh[keys[idx]] = out[0]
+            self._record(requests[ri], out[0])
+        self.cache.put_many(fresh)
 
     def _record(self, request: Request, completion: Completion) -> None:
         if self.ledger is not None:

@@ -27,6 +27,11 @@ def make_backend(spec: dict[str, Any]) -> Backend:
 
         return TransformersBackend(spec["model"], adapter=spec.get("adapter"), **options)
     if kind == "openai":
+        options = dict(options)
+        if batch := options.pop("batch", None):
+            from speed.llm.openai_batch import OpenAIBatchBackend
+
+            return OpenAIBatchBackend(spec["model"], **options, **batch)
         from speed.llm.openai_backend import OpenAIBackend
 
         return OpenAIBackend(spec["model"], **options)

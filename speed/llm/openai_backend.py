@@ -11,10 +11,10 @@ import os
 import time
 from typing import Any
 
-from speed.llm.types import Completion, Request, parse_structured
+from speed.llm.types import Completion, GenerationError, Request, parse_structured
 
 
-class TeacherAPIError(RuntimeError):
+class TeacherAPIError(GenerationError):
     pass
 
 
@@ -59,6 +59,10 @@ class OpenAIBackend:
         self.response_format = response_format
         self.identity = {"backend": "openai", "model": model, "base_url": base_url}
 
+    @property
+    def where(self) -> str:
+        return self.base_url or "the OpenAI API"
+
     def _client(self) -> Any:
         from openai import AsyncOpenAI
 
@@ -91,7 +95,6 @@ class OpenAIBackend:
     async def _one(self, client: Any, sem: asyncio.Semaphore, request: Request) -> list[Completion]:
         from openai import APIError
 
-        where = self.base_url or "the OpenAI API"
         async with sem:
             start = time.perf_counter()
             try:
@@ -101,10 +104,14 @@ class OpenAIBackend:
                 attempts = _attempts_made(err) or self.max_attempts
                 raise TeacherAPIError(
                     f"teacher request {request.id or ''} failed after {attempts} "
-                    f"attempt{'s' if attempts != 1 else ''} at {where}: "
+                    f"attempt{'s' if attempts != 1 else ''} at {self.where}: "
                     f"{type(err).__name__}: {err}"
                 ) from err
             latency = time.perf_counter() - start
+        return self._completions(resp, request, latency)
+
+    def _completions(self, resp: Any, request: Request, latency: float) -> list[Completion]:
+        """The samples of one chat completion (an openai ChatCompletion)."""
         usage = resp.usage
         prompt_tokens = usage.prompt_tokens if usage else 0
         completion_tokens = usage.completion_tokens if usage else 0
@@ -112,8 +119,8 @@ class OpenAIBackend:
         if len(choices) != request.n:
             # e.g. `transformers serve` ignores `n` and answers one choice.
             raise TeacherAPIError(
-                f"teacher request {request.id or ''}: {where} returned {len(choices)} choice(s) "
-                f"for {request.n} samples; the server may not support `n`"
+                f"teacher request {request.id or ''}: {self.where} returned {len(choices)} "
+                f"choice(s) for {request.n} samples; the server may not support `n`"
             )
         out = []
         for i, choice in enumerate(choices):
@@ -137,7 +144,16 @@ class OpenAIBackend:
     async def _all(self, requests: list[Request]) -> list[list[Completion]]:
         sem = asyncio.Semaphore(self.max_concurrency)
         async with self._client() as client:
-            return list(await asyncio.gather(*(self._one(client, sem, r) for r in requests)))
+            results = await asyncio.gather(
+                *(self._one(client, sem, r) for r in requests), return_exceptions=True
+            )
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            # The other requests were answered and billed: hand them up with the error.
+            done = {i: r for i, r in enumerate(results) if not isinstance(r, BaseException)}
+            more = f" ({len(failed)} of {len(requests)} requests failed)" if len(failed) > 1 else ""
+            raise TeacherAPIError(f"{failed[0]}{more}", done) from failed[0]
+        return results  # type: ignore[return-value]
 
     def generate(self, requests: list[Request]) -> list[list[Completion]]:
         return asyncio.run(self._all(requests))

@@ -69,6 +69,16 @@ def parse_structured(text: str, schema: dict[str, Any] | None) -> Any | None:
         return None
 
 
+class GenerationError(RuntimeError):
+    """A generate() call that failed for some requests after the others were answered (and paid
+    for): `done` maps the answered requests' positions to their completions, so the caller can
+    keep them before the error goes up."""
+
+    def __init__(self, message: str, done: dict[int, list[Completion]] | None = None):
+        super().__init__(message)
+        self.done = done or {}
+
+
 class Backend(Protocol):
     """Runs requests. `identity` names everything that decides the outputs (model, adapter hash)."""
 

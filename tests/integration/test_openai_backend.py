@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from speed.llm.cache import CompletionCache
+from speed.llm.client import LLMClient
 from speed.llm.openai_backend import OpenAIBackend, TeacherAPIError
 from speed.llm.types import Request, Sampling
 from tests.servers import free_port, serve, vllm_server_cmd
@@ -272,6 +274,29 @@ def test_client_error_is_not_retried(fake_server, api_key):
         backend.generate(prompts(1, SCHEMA))
     assert server.attempts == 1
     assert "bad schema" in str(info.value)
+
+
+def test_answers_beside_a_failed_request_are_kept(fake_server, api_key, tmp_path):
+    """One request of a chunk fails for good: the others were billed, so they reach the cache
+    before the error goes up, and the rerun asks only for the failed one."""
+
+    refuse = {"number 2."}
+
+    def script(attempt: int, body: dict):
+        failing = any(r in body["messages"][0]["content"] for r in refuse)
+        return error(400, "content policy") if failing else ok(body)
+
+    server = fake_server(script)
+    backend = OpenAIBackend("teacher", server.url, api_key, max_attempts=1)
+    client = LLMClient(backend, CompletionCache(tmp_path / "cache.sqlite"))
+    with pytest.raises(TeacherAPIError, match="content policy"):
+        client.generate(prompts(4))
+    assert server.attempts == 4 and len(client.cache) == 3
+
+    refuse.clear()
+    answers = LLMClient(backend, client.cache).generate(prompts(4))
+    assert server.attempts == 5  # one more call, for request 2 only
+    assert [len(a) for a in answers] == [1, 1, 1, 1]
 
 
 def test_timeout_is_retried(fake_server, api_key):

@@ -94,3 +94,28 @@ def test_budget_check():
     assert check_budget(plan, {"max_calls": calls, "max_tokens": None, "max_usd": None}) == []
     [problem] = check_budget(plan, {"max_calls": calls - 1})
     assert "max_calls" in problem and f"{calls:,}" in problem
+
+
+def test_batch_api_discounts_the_plan_and_reaches_the_backend(tmp_path, monkeypatch):
+    from speed.llm.factory import make_backend
+    from speed.llm.openai_batch import OpenAIBatchBackend
+    from speed.workflow import teacher_spec
+
+    config = load_config(ROOT / "config/paper.yaml")
+    assert config["teacher"]["openai"]["batch"]["enabled"] is False  # the schema's default
+    sync = make_plan(config)
+    config["teacher"]["openai"]["batch"]["enabled"] = True
+    batch = make_plan(config)
+    assert batch["total"]["calls"] == sync["total"]["calls"]
+    assert batch["total"]["usd"] == pytest.approx(sync["total"]["usd"] * 0.5, rel=1e-3)
+    assert batch["teacher"]["batch_api"] and not sync["teacher"]["batch_api"]
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    spec = teacher_spec(config)
+    assert spec["options"]["batch"]["state_dir"] == ".cache/speed/openai-batches"
+    backend = make_backend(spec)
+    assert isinstance(backend, OpenAIBatchBackend)
+    assert (
+        backend.identity
+        == make_backend(teacher_spec(load_config(ROOT / "config/paper.yaml"))).identity
+    )
