@@ -9,6 +9,10 @@ is cut to what fits, and when nothing fits the job stops with BudgetExceeded: ev
 paid for so far is already in the cache, so a rerun with a larger budget pays only for the rest.
 Cached calls are free and never counted.
 
+Reservations are held per process (host, pid). A job that ends without settling (a failed call,
+kill -9, a wall-time limit) must not shrink the budget for good: its reservation is dropped when
+it closes, or, if it died, by the next guard that starts on the same host and finds the pid gone.
+
 The limits reach jobs through the SPEED_TEACHER_BUDGET environment variable that the Snakefile
 sets, not through rule params: a budget changes no output, so raising it must rerun nothing.
 """
@@ -16,13 +20,17 @@ sets, not through rule params: a budget changes no output, so raising it must re
 from __future__ import annotations
 
 import json
+import logging
 import os
+import socket
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 from speed.llm.ledger import Price
 from speed.llm.types import Completion, Request
+
+log = logging.getLogger(__name__)
 
 ENV_VAR = "SPEED_TEACHER_BUDGET"
 WORST_CASE_CHARS_PER_TOKEN = 2.0  # fewer chars per token than any English text: never undercount
@@ -49,7 +57,20 @@ class SpendGuard:
             "CREATE TABLE IF NOT EXISTS spend (run TEXT PRIMARY KEY, calls INTEGER NOT NULL, "
             "tokens INTEGER NOT NULL, usd REAL NOT NULL)"
         )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS reserved (run TEXT NOT NULL, host TEXT NOT NULL, "
+            "pid INTEGER NOT NULL, calls INTEGER NOT NULL, tokens INTEGER NOT NULL, "
+            "usd REAL NOT NULL, PRIMARY KEY (run, host, pid))"
+        )
         self._db.execute("INSERT OR IGNORE INTO spend VALUES (?, 0, 0, 0.0)", (run,))
+        self.host, self.pid = socket.gethostname(), os.getpid()
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._release_dead()
+            self._db.execute(
+                "INSERT OR REPLACE INTO reserved VALUES (?, ?, ?, 0, 0, 0.0)",
+                (run, self.host, self.pid),
+            )
 
     @classmethod
     def from_env(cls, cache_dir: str | Path, price: Price) -> SpendGuard | None:
@@ -63,10 +84,34 @@ class SpendGuard:
         return cls(Path(cache_dir) / "spend.sqlite", cfg["run"], cfg, price)
 
     def spent(self) -> dict[str, float]:
+        """What the run has paid plus what its live jobs have reserved."""
         calls, tokens, usd = self._db.execute(
-            "SELECT calls, tokens, usd FROM spend WHERE run = ?", (self.run,)
+            "SELECT s.calls + COALESCE(SUM(r.calls), 0), s.tokens + COALESCE(SUM(r.tokens), 0), "
+            "s.usd + COALESCE(SUM(r.usd), 0) FROM spend s LEFT JOIN reserved r ON r.run = s.run "
+            "WHERE s.run = ?",
+            (self.run,),
         ).fetchone()
         return {"calls": calls, "tokens": tokens, "usd": usd}
+
+    def _release_dead(self) -> None:
+        """Drop the reservations of this host's jobs that died without settling."""
+        rows = self._db.execute(
+            "SELECT pid, calls, tokens FROM reserved WHERE run = ? AND host = ? AND pid != ?",
+            (self.run, self.host, self.pid),
+        ).fetchall()
+        for pid, calls, tokens in rows:
+            if not _alive(pid):
+                self._db.execute(
+                    "DELETE FROM reserved WHERE run = ? AND host = ? AND pid = ?",
+                    (self.run, self.host, pid),
+                )
+                if calls:
+                    log.warning(
+                        "released %d calls / %d tokens reserved by pid %d, which ended unsettled",
+                        calls,
+                        tokens,
+                        pid,
+                    )
 
     def worst_case(self, request: Request) -> tuple[int, int, float]:
         chars = sum(len(m["content"]) for m in request.messages)
@@ -86,7 +131,7 @@ class SpendGuard:
                 if not self._within(calls + c, tokens + t, usd + u):
                     break
                 calls, tokens, usd, fits = calls + c, tokens + t, usd + u, fits + 1
-            self._add(calls - spent["calls"], tokens - spent["tokens"], usd - spent["usd"])
+            self._hold(calls - spent["calls"], tokens - spent["tokens"], usd - spent["usd"])
         if not fits and requests:
             raise BudgetExceeded(self._message(spent))
         return fits
@@ -98,30 +143,51 @@ class SpendGuard:
         usd = sum(self.price.usd(c.prompt_tokens, c.completion_tokens) for c in completions)
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            self._add(
-                len(completions) - len(reserved),
-                tokens - sum(t for _, t, _ in reserved),
-                usd - sum(u for _, _, u in reserved),
+            self._hold(
+                -len(reserved), -sum(t for _, t, _ in reserved), -sum(u for _, _, u in reserved)
+            )
+            self._db.execute(
+                "UPDATE spend SET calls = calls + ?, tokens = tokens + ?, usd = usd + ? "
+                "WHERE run = ?",
+                (len(completions), tokens, usd, self.run),
             )
 
     def _within(self, calls: float, tokens: float, usd: float) -> bool:
         spend = {"max_calls": calls, "max_tokens": tokens, "max_usd": usd}
         return all(lim is None or spend[k] <= lim for k, lim in self.limits.items())
 
-    def _add(self, calls: float, tokens: float, usd: float) -> None:
+    def _hold(self, calls: float, tokens: float, usd: float) -> None:
+        """Add to this process's reservation."""
         self._db.execute(
-            "UPDATE spend SET calls = calls + ?, tokens = tokens + ?, usd = usd + ? WHERE run = ?",
-            (calls, tokens, usd, self.run),
+            "UPDATE reserved SET calls = calls + ?, tokens = tokens + ?, usd = usd + ? "
+            "WHERE run = ? AND host = ? AND pid = ?",
+            (calls, tokens, usd, self.run, self.host, self.pid),
         )
 
     def _message(self, spent: dict[str, float]) -> str:
         limits = ", ".join(f"{k} {v}" for k, v in self.limits.items() if v is not None)
         return (
-            f"teacher budget of run {self.run!r} reached: spent {spent['calls']} calls, "
-            f"{spent['tokens']} tokens, {spent['usd']:.2f} USD against teacher.budget ({limits}); "
+            f"teacher budget of run {self.run!r} reached: spent or reserved "
+            f"{spent['calls']} calls, {spent['tokens']} tokens, {spent['usd']:.2f} USD "
+            f"against teacher.budget ({limits}); "
             "the next call could exceed it. Every paid completion is in the call cache: raise "
             "teacher.budget and rerun to pay only for the rest."
         )
 
     def close(self) -> None:
+        """Drop what this process still holds reserved: calls that never returned cost nothing."""
+        self._db.execute(
+            "DELETE FROM reserved WHERE run = ? AND host = ? AND pid = ?",
+            (self.run, self.host, self.pid),
+        )
         self._db.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 
 import pytest
 
@@ -54,12 +55,15 @@ def test_token_limit_uses_the_worst_case_then_the_real_cost(tmp_path):
 
 
 def _spend(path: str, n: int) -> None:
+    from speed.llm.types import Completion
+
     guard = SpendGuard(path, "run", {"max_calls": 50}, Price())
     for _ in range(n):
         try:
             guard.reserve(requests(1))
         except BudgetExceeded:
             return
+        guard.settle(requests(1), [Completion("x", "stop", 3, 4)])
 
 
 def test_concurrent_jobs_share_one_budget(tmp_path):
@@ -70,6 +74,27 @@ def test_concurrent_jobs_share_one_budget(tmp_path):
     for p in procs:
         p.join(60)
     assert SpendGuard(path, "run", {}, Price()).spent()["calls"] == 50
+
+
+def _reserve_and_die(path: str, n: int) -> None:
+    SpendGuard(path, "run", {"max_calls": 5}, Price()).reserve(requests(n))
+    os._exit(0)  # no settle, no close: as after kill -9
+
+
+def test_a_dead_jobs_reservation_is_released_and_a_closed_one_is_dropped(tmp_path):
+    path = str(tmp_path / "spend.sqlite")
+    job = mp.get_context("spawn").Process(target=_reserve_and_die, args=(path, 4))
+    job.start()
+    job.join(60)
+    assert job.exitcode == 0
+    guard = SpendGuard(path, "run", {"max_calls": 5}, Price())  # finds pid gone, releases 4
+    assert guard.spent()["calls"] == 0
+    assert guard.reserve(requests(5)) == 5
+    with pytest.raises(BudgetExceeded, match="spent or reserved 5 calls"):
+        guard.reserve(requests(1))
+    # a job that failed between reserve and settle paid nothing for those calls
+    guard.close()
+    assert SpendGuard(path, "run", {"max_calls": 5}, Price()).reserve(requests(5)) == 5
 
 
 def test_a_run_over_budget_stops_and_keeps_what_it_paid(tmp_path, tiny_models):
