@@ -15,6 +15,7 @@ import itertools
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -71,19 +72,11 @@ class LocalBatchAPI:
         batch["status"] = "in_progress"
         while self.hold.is_set():
             time.sleep(0.1)
-        out, err = [], []
         lines = self.input_lines(batch["id"])
-        with httpx.Client(timeout=300) as client:
-            for n, line in enumerate(lines):
-                entry = {"id": f"batch_req_{n}", "custom_id": line["custom_id"], "error": None}
-                if self.expire_after is not None and n >= self.expire_after:
-                    error = {"code": "batch_expired", "message": "not completed in time"}
-                    err.append({**entry, "response": None, "error": error})
-                    continue
-                url = self.upstream + line["url"].removeprefix("/v1")
-                r = client.post(url, json=line["body"])
-                entry["response"] = {"status_code": r.status_code, "body": r.json()}
-                (out if r.status_code == 200 else err).append(entry)
+        with httpx.Client(timeout=300) as client, ThreadPoolExecutor(4) as pool:
+            entries = list(pool.map(lambda nl: self._answer(client, *nl), enumerate(lines)))
+        out = [e for e in entries if e["response"] and e["response"]["status_code"] == 200]
+        err = [e for e in entries if e not in out]
         for kind, entries in (("output_file_id", out), ("error_file_id", err)):
             if entries:
                 data = "".join(json.dumps(e) + "\n" for e in entries).encode()
@@ -91,6 +84,14 @@ class LocalBatchAPI:
                 batch[kind] = self._new_file(data, name, "batch_output")["id"]
         batch["request_counts"] = {"total": len(lines), "completed": len(out), "failed": len(err)}
         batch["status"] = "expired" if self.expire_after is not None else "completed"
+
+    def _answer(self, client: httpx.Client, n: int, line: dict[str, Any]) -> dict[str, Any]:
+        entry = {"id": f"batch_req_{n}", "custom_id": line["custom_id"], "error": None}
+        if self.expire_after is not None and n >= self.expire_after:
+            error = {"code": "batch_expired", "message": "not completed in time"}
+            return {**entry, "response": None, "error": error}
+        r = client.post(self.upstream + line["url"].removeprefix("/v1"), json=line["body"])
+        return {**entry, "response": {"status_code": r.status_code, "body": r.json()}}
 
     def _app(self) -> FastAPI:
         app = FastAPI()
