@@ -84,7 +84,7 @@ def data_card_facts():
         "dedup": f"MinHash LSH, {config['corpus']['dedup']}",
         "decontamination": (
             f"{config['corpus']['decontamination']} against "
-            f"{', '.join(config['corpus']['decontaminate_against']) or 'no evaluation sets'}"
+            f"{', '.join(wf.decontamination_tasks(config)) or 'no evaluation sets'}"
         ),
         "embedding": f"{config['embedding']['kind']} {config['embedding']['base']}",
     }

@@ -88,9 +88,29 @@ rule teacher_only:
         "../scripts/teacher_only.py"
 
 
+rule eval_texts:
+    """The evaluation texts of an mteb: task the corpus must not contain (needs the HF hub or
+    its local cache, as evaluation does)."""
+    output:
+        f"{RUN}/decontamination/{{task}}.jsonl",
+    params:
+        spec=lambda wc: f"mteb:{wc.task}",
+    log:
+        log_of("eval_texts_{task}"),
+    threads: 1
+    resources:
+        mem_mb=res("default", "mem_mb"),
+        runtime=res("default", "runtime"),
+    conda:
+        "../envs/embed.yaml"
+    script:
+        "../scripts/eval_texts.py"
+
+
 rule corpus:
     input:
-        variant_inputs,
+        shards=variant_inputs,
+        eval_sets=wf.decontamination_tasks(config).values(),
     output:
         parquet=f"{RUN}/corpus/{{variant}}.parquet",
         stats=f"{RUN}/corpus/{{variant}}.stats.json",

@@ -4,7 +4,7 @@ from speed.stages.synthesize import run_corpus
 sm = snakemake  # noqa: F821
 setup_logging(sm.log[0])
 run_corpus(
-    inputs=list(sm.input),
+    inputs=list(sm.input.shards),
     variant=sm.wildcards.variant,
     limits=sm.params.limits,
     dedup=sm.params.dedup,

@@ -121,13 +121,25 @@ def generator_spec(config: dict[str, Any], name: str, path: str) -> dict[str, An
 
 
 def decontamination_tasks(config: dict[str, Any]) -> dict[str, str]:
-    """Task name -> local folder of every evaluation set the corpus must not contain. A folder
-    named like a language (`en`) is a subset: the task is its parent's name."""
-    tasks = {}
+    """Task name -> where the texts of every evaluation set the corpus must not contain are:
+    a `local:` folder (one named like a language, `en`, is a subset: the task is its parent's
+    name), or for `mteb:<Name>` the file rule eval_texts extracts from mteb's data.
+    `evaluation` stands for the evaluated tasks."""
+    specs = []
     for spec in config["corpus"]["decontaminate_against"]:
-        path = Path(spec.removeprefix("local:"))
-        name = path.parent.name if len(path.name) <= 3 and path.parent.name else path.name
-        tasks[name] = str(path)
+        if spec == "evaluation":  # every evaluated task but the run's own held-out split
+            specs += [t for t in config["evaluation"]["tasks"] if not t.startswith("heldout:")]
+        else:
+            specs.append(spec)
+    tasks = {}
+    for spec in dict.fromkeys(specs):
+        kind, _, arg = spec.partition(":")
+        if kind == "mteb":
+            tasks[arg] = str(Path(run_dir(config)) / "decontamination" / f"{arg}.jsonl")
+        else:
+            path = Path(arg)
+            name = path.parent.name if len(path.name) <= 3 and path.parent.name else path.name
+            tasks[name] = str(path)
     return tasks
 
 

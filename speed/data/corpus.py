@@ -65,10 +65,19 @@ def eval_texts(task_dir: str | Path) -> Iterable[str]:
 def build_eval_index(
     tasks: dict[str, str], ngram: int, threshold: float, shingle_size: int
 ) -> EvalIndex:
+    """tasks: name -> a local task folder, or a `.jsonl` of {"text"} rows (rule eval_texts)."""
     index = EvalIndex(ngram=ngram, threshold=threshold, shingle_size=shingle_size)
-    for name, task_dir in tasks.items():
-        index.add(name, eval_texts(task_dir))
-    log.info("decontamination index: %d texts from %s", len(index), sorted(tasks))
+    for name, source in tasks.items():
+        if Path(source).is_file():
+            index.add(name, (row["text"] for row in read_jsonl(source)))
+        else:
+            index.add(name, eval_texts(source))
+    log.info(
+        "decontamination index: %d texts, %d n-grams from %s",
+        len(index),
+        index.n_grams(),
+        sorted(tasks),
+    )
     return index
 
 

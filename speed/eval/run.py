@@ -151,7 +151,7 @@ def load_tasks(specs: Sequence[str]) -> list[Any]:
     return tasks
 
 
-def _ensure_data(task: Any, spec: str) -> None:
+def ensure_data(task: Any, spec: str) -> None:
     """Load an mteb task's data up front, so a missing download fails with a clear message."""
     from mteb.abstasks.aggregated_task import AbsTaskAggregate
 
@@ -229,7 +229,7 @@ def evaluate_model(
             # same name but other data (a local folder was rebuilt): recompute
             stale = cached is not None and cached.dataset_revision != task.metadata.revision
             if spec.startswith("mteb:") and (cached is None or stale):
-                _ensure_data(task, spec)  # all downloads checked before any encoding
+                ensure_data(task, spec)  # all downloads checked before any encoding
             plan.append((task, stale))
         rows = []
         for task, stale in plan:

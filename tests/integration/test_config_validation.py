@@ -93,11 +93,14 @@ def test_shipped_configs_dry_run_with_the_plans_gpu_jobs(workflow, name):
         parts = line.split()
         if len(parts) == 2 and parts[1].isdigit():
             counts[parts[0]] = int(parts[1])
-    jobs = make_plan(load_config(workflow / "config" / f"{name}.yaml"))["jobs"]
-    for rule, n in jobs.items():
+    config = load_config(workflow / "config" / f"{name}.yaml")
+    for rule, n in make_plan(config)["jobs"].items():
         if rule != "total":
             assert counts.get(rule) == n, (rule, counts)
     assert "gpu=1" in proc.stdout
+    # the corpus is decontaminated against every evaluated mteb: task
+    evaluated = [t for t in config["evaluation"]["tasks"] if t.startswith("mteb:")]
+    assert counts.get("eval_texts", 0) == len(evaluated) > 0
 
 
 @pytest.mark.slow

@@ -176,6 +176,8 @@ def test_config_changes_rerun_exactly_their_downstream(run):
         "synth_raw": 3, "synth_revised": 3, **FROM_CORPUS
     }  # fmt: skip
     assert with_config(run, corpus__dedup={"threshold": 0.7, "shingle_size": 3}) == FROM_CORPUS
+    sts = Path(__file__).resolve().parents[3] / "shared" / "eval-data" / "STSBenchmark"
+    assert with_config(run, corpus__decontaminate_against=[f"local:{sts}"]) == FROM_CORPUS
     assert with_config(run, embedding__temperature=0.05) == {
         "embedding": 2, "evaluate": 2, **REPORT
     }  # fmt: skip
