@@ -63,10 +63,10 @@ class OpenAIBackend:
     def where(self) -> str:
         return self.base_url or "the OpenAI API"
 
-    def _client(self) -> Any:
-        from openai import AsyncOpenAI
+    def _client(self, asynchronous: bool = True) -> Any:
+        from openai import AsyncOpenAI, OpenAI
 
-        return AsyncOpenAI(
+        return (AsyncOpenAI if asynchronous else OpenAI)(
             api_key=self._api_key,
             base_url=self.base_url,
             max_retries=self.max_attempts - 1,

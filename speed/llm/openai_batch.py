@@ -51,22 +51,12 @@ class OpenAIBatchBackend(OpenAIBackend):
         self.poll_s = poll_s
         self.max_requests = max_requests
 
-    def _sync_client(self) -> Any:
-        from openai import OpenAI
-
-        return OpenAI(
-            api_key=self._api_key,
-            base_url=self.base_url,
-            max_retries=self.max_attempts - 1,
-            timeout=self.timeout_s,
-        )
-
     def generate(self, requests: list[Request]) -> list[list[Completion]]:
         parts = [
             list(range(i, min(i + self.max_requests, len(requests))))
             for i in range(0, len(requests), self.max_requests)
         ]
-        with self._sync_client() as client:
+        with self._client(asynchronous=False) as client:
             batches = [self._submit(client, [requests[i] for i in part]) for part in parts]
             batches = [self._wait(client, b) for b in batches]
             done: dict[int, list[Completion]] = {}
