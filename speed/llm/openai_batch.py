@@ -1,7 +1,8 @@
 """The same teacher requests sent through OpenAI's Batch API: half the price of synchronous calls,
 answered within a completion window (up to 24 h) instead of seconds.
 
-A job's requests go out as JSONL files of at most `max_requests` lines, all submitted at once.
+A job's requests go out as JSONL files of at most `max_requests` lines (and OpenAI's 200 MB),
+all submitted at once.
 Each file is named by the hash of its content, and the batch made from it is recorded under
 `state_dir` the moment it is created: a job killed while it waits (or a wall-time limit) resumes
 the same batches on rerun instead of paying for them again. Answers are read from the output and
@@ -26,6 +27,7 @@ from speed.llm.types import Completion, Request
 log = logging.getLogger(__name__)
 
 ENDPOINT = "/v1/chat/completions"
+MAX_FILE_BYTES = 190_000_000  # OpenAI takes batch input files up to 200 MB
 WAITING = {"validating", "in_progress", "finalizing", "cancelling"}
 
 
@@ -42,6 +44,7 @@ class OpenAIBatchBackend(OpenAIBackend):
         completion_window: str = "24h",
         poll_s: float = 60.0,
         max_requests: int = 50_000,
+        max_file_bytes: int = MAX_FILE_BYTES,
         **options: Any,
     ):
         # Same identity as synchronous calls: the same model answers, so the cache is shared.
@@ -50,12 +53,25 @@ class OpenAIBatchBackend(OpenAIBackend):
         self.completion_window = completion_window
         self.poll_s = poll_s
         self.max_requests = max_requests
+        self.max_file_bytes = max_file_bytes
+
+    def parts(self, requests: list[Request]) -> list[list[int]]:
+        """Positions of the requests in each batch file: at most `max_requests` lines and
+        `max_file_bytes` bytes per file, in order."""
+        parts: list[list[int]] = [[]]
+        size = 0
+        for i, request in enumerate(requests):
+            n = len(json.dumps(self._body(request))) + 100  # + the line's envelope
+            full = len(parts[-1]) == self.max_requests or size + n > self.max_file_bytes
+            if parts[-1] and full:
+                parts.append([])
+                size = 0
+            parts[-1].append(i)
+            size += n
+        return [p for p in parts if p]
 
     def generate(self, requests: list[Request]) -> list[list[Completion]]:
-        parts = [
-            list(range(i, min(i + self.max_requests, len(requests))))
-            for i in range(0, len(requests), self.max_requests)
-        ]
+        parts = self.parts(requests)
         with self._client(asynchronous=False) as client:
             batches = [self._submit(client, [requests[i] for i in part]) for part in parts]
             batches = [self._wait(client, b) for b in batches]

@@ -299,6 +299,16 @@ def test_answers_beside_a_failed_request_are_kept(fake_server, api_key, tmp_path
     assert [len(a) for a in answers] == [1, 1, 1, 1]
 
 
+def test_batch_files_respect_the_line_and_byte_limits(api_key, tmp_path):
+    from speed.llm.openai_batch import OpenAIBatchBackend
+
+    backend = OpenAIBatchBackend("teacher", None, api_key, tmp_path, max_requests=3)
+    assert backend.parts(prompts(7)) == [[0, 1, 2], [3, 4, 5], [6]]
+    one = len(json.dumps(backend._body(prompts(1)[0]))) + 100
+    backend.max_file_bytes = 2 * one + 10  # two lines fit, a third does not
+    assert backend.parts(prompts(5)) == [[0, 1], [2, 3], [4]]
+
+
 def test_timeout_is_retried(fake_server, api_key):
     def script(attempt: int, body: dict):
         if attempt == 1:
