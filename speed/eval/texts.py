@@ -18,8 +18,11 @@ from datasets import Dataset
 
 from speed.io import atomic_file
 
-# Columns that hold ids, labels or scores, never text a generator could have copied.
-_NOT_TEXT = {"id", "_id", "query-id", "corpus-id", "label", "labels", "label_text", "score"}
+# Columns that hold ids, labels, scores or task instructions (shared by every query of a task,
+# and by design alike to our own), never test text a generator could have copied.
+_NOT_TEXT = {
+    "id", "_id", "query-id", "corpus-id", "label", "labels", "label_text", "score", "instruction"
+}  # fmt: skip
 
 
 def task_texts(task: Any) -> Iterator[str]:
