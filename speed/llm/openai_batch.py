@@ -2,12 +2,11 @@
 answered within a completion window (up to 24 h) instead of seconds.
 
 A job's requests go out as JSONL files of at most `max_requests` lines (and OpenAI's 200 MB),
-all submitted at once.
-Each file is named by the hash of its content, and the batch made from it is recorded under
-`state_dir` the moment it is created: a job killed while it waits (or a wall-time limit) resumes
-the same batches on rerun instead of paying for them again. Answers are read from the output and
-error files; requests that failed or expired are handed up with the answered ones (which the
-client caches), so a rerun submits only what is still missing.
+all submitted at once. Each file is named by the hash of its content, and the batch made from it
+is recorded under `state_dir` the moment it is created: a job killed while it waits (or a
+wall-time limit) resumes the same batches on rerun instead of paying for them again. Answers are
+read from the output and error files; requests that failed or expired are handed up with the
+answered ones (which the client caches), so a rerun submits only what is still missing.
 """
 
 from __future__ import annotations
