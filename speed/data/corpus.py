@@ -41,9 +41,13 @@ COLUMNS = {
     "revised": pl.Boolean,
     "variant": pl.String,
 }
-# Fields of evaluation files that are ids or label names, not text a model could have copied.
 _TEXT_FIELDS = ("query", "positive", "negative")
-_NOT_TEXT = {"_id", "id", "query-id", "corpus-id", "label", "label_text", "metadata", "score"}
+# Fields of evaluation data that hold ids, labels, scores or task instructions (shared by every
+# query of a task, and by design alike to our own), never test text a model could have copied.
+NOT_TEXT = {
+    "_id", "id", "query-id", "corpus-id", "label", "labels", "label_text", "metadata", "score",
+    "instruction",
+}  # fmt: skip
 
 
 def eval_texts(task_dir: str | Path) -> Iterable[str]:
@@ -51,7 +55,7 @@ def eval_texts(task_dir: str | Path) -> Iterable[str]:
     for path in sorted(Path(task_dir).rglob("*.jsonl")):
         for row in read_jsonl(path):
             for key, value in row.items():
-                if key in _NOT_TEXT:
+                if key in NOT_TEXT:
                     continue
                 for v in value if isinstance(value, list) else [value]:
                     if isinstance(v, str) and v.strip():

@@ -16,13 +16,8 @@ from typing import Any
 
 from datasets import Dataset
 
+from speed.data.corpus import NOT_TEXT
 from speed.io import atomic_file
-
-# Columns that hold ids, labels, scores or task instructions (shared by every query of a task,
-# and by design alike to our own), never test text a generator could have copied.
-_NOT_TEXT = {
-    "id", "_id", "query-id", "corpus-id", "label", "labels", "label_text", "score", "instruction"
-}  # fmt: skip
 
 
 def task_texts(task: Any) -> Iterator[str]:
@@ -55,7 +50,7 @@ def _walk(node: Any, splits: set[str]) -> Iterator[str]:
 
 def _columns(ds: Dataset) -> Iterator[str]:
     for name in ds.column_names:
-        if name in _NOT_TEXT:
+        if name in NOT_TEXT:
             continue
         for value in ds[name]:
             for v in value if isinstance(value, list) else [value]:
