@@ -1,7 +1,7 @@
 """Throughput and peak memory of corpus assembly (validation, exact + MinHash dedup,
 decontamination) on N synthetic records (the paper's raw corpus: 1.15M).
 
-    python benchmarks/corpus.py [--records 1000000] [--eval-dir ../shared/eval-data]
+    python benchmarks/corpus.py [--records 1000000] [--eval-dir DIR (default: $SPEED_EVAL_DATA)]
 
 Records are random word sequences, written first as JSONL shards of --shard-rows rows and read
 back one shard at a time, as the `corpus` rule reads the synthesis shards. 1% are exact
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import tempfile
@@ -88,7 +89,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--shard-rows", type=int, default=10_000)
-    ap.add_argument("--eval-dir", default=str(Path(__file__).parents[1] / "../shared/eval-data"))
+    default_eval = Path(__file__).resolve().parents[2] / "shared" / "eval-data"
+    ap.add_argument("--eval-dir", default=os.environ.get("SPEED_EVAL_DATA", str(default_eval)))
     args = ap.parse_args()
 
     eval_dir = Path(args.eval_dir)

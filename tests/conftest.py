@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.eval_data import eval_data_dir, unavailable_reason
+
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
@@ -28,6 +30,25 @@ def tiny_models(tmp_path_factory) -> dict[str, str]:
     build_llama(paths["base"], paths["tokenizer"], 64, 2, 2, seed=12)
     build_llama(paths["teacher"], paths["tokenizer"], 128, 2, 4, seed=11)
     return paths
+
+
+@pytest.fixture(scope="session")
+def eval_data() -> Path:
+    """The offline MTEB test sets (tests/eval_data.py): skip without them, fail in CI."""
+    root = eval_data_dir()
+    reason = unavailable_reason(root)
+    if reason and os.environ.get("SPEED_EVAL_DATA_REQUIRED") == "1":
+        pytest.fail(reason)
+    if reason:
+        pytest.skip(reason)
+    return root
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The marker follows the fixture, so `-m eval_data` selects every test that needs the sets.
+    for item in items:
+        if "eval_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.eval_data)
 
 
 def copy_workflow(dest: Path) -> Path:

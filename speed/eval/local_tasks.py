@@ -1,4 +1,4 @@
-"""mteb tasks over local folders (the layouts of `../shared/eval-data`, see docs/eval_layouts.md).
+"""mteb tasks over local folders (the layouts of docs/eval_layouts.md).
 
 Each folder becomes a subclass of mteb's own AbsTask for its type, with a TaskMetadata and a
 `load_data` that reads the files, so scoring is mteb's protocol throughout (its STS, sklearn,

@@ -1,6 +1,6 @@
 """Data prompts: one prompt per example to generate, with attributes sampled per prompt.
 
-Distributions are SPEED's (shared/SPEED.md, stage 3). Every prompt lists its guidelines in a
+Distributions are SPEED's (the paper's data-prompt stage, arXiv 2410.18634). Every prompt lists its guidelines in a
 freshly shuffled order. Purposes (seed, candidates, synthesis, teacher_only) never share a prompt:
 a prompt belongs to the purpose its content hash selects, so each purpose is built on its own
 (changing one purpose's size rebuilds nothing else) and still no two purposes can collide.

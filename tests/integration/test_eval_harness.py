@@ -1,6 +1,6 @@
 """`speed-eval` on three real MTEB test sets reproduces all-MiniLM-L6-v2's published scores.
 
-The data lives beside the repository (`../shared/eval-data`, never copied in); STS and retrieval
+The data is found through SPEED_EVAL_DATA (tests/eval_data.py; never copied in); STS and retrieval
 are deterministic and should match to ~0.1, classification moves with undersampling (mteb's default
 seed gives 80.04). About 4 min on 2 idle cores, SciFact being most of it.
 """
@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-EVAL_DATA = ROOT.parent / "shared" / "eval-data"
 SPEED_EVAL = str(Path(sys.executable).with_name("speed-eval"))
 
 # task -> (published score x100, tolerance)
@@ -26,19 +25,14 @@ PUBLISHED = {
     "Banking77Classification": (80.04, 1.0),
 }
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not EVAL_DATA.is_dir(), reason=f"offline MTEB eval data not found at {EVAL_DATA}"
-    ),
-]
+pytestmark = pytest.mark.slow
 
 
-def test_speed_eval_reproduces_published_minilm_scores(tmp_path: Path) -> None:
+def test_speed_eval_reproduces_published_minilm_scores(eval_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "scores.csv"
     cmd = [SPEED_EVAL, "--model", "minilm", "--output", str(out)]
     for task in PUBLISHED:  # paths relative to the repo root, as the workflow passes them
-        cmd += ["--task", f"local:../shared/eval-data/{task}"]
+        cmd += ["--task", f"local:{os.path.relpath(eval_data / task, ROOT)}"]
     proc = subprocess.run(
         cmd,
         cwd=ROOT,

@@ -15,131 +15,33 @@ from speed.eval.instructions import (
     query_prefix,
 )
 from speed.eval.local_tasks import describe, detect_type, local_task
-
-ANIMALS = [
-    "The cat curled up on the sofa and purred.",
-    "A dog barked at the mail carrier all morning.",
-    "The horse galloped across the green pasture.",
-    "Two parrots squawked loudly in their cage.",
-]
-CODE = [
-    "The Python function raised a KeyError on missing input.",
-    "Compile the C++ project with optimisations turned on.",
-    "The SQL query joins the orders table with customers.",
-    "A segmentation fault crashed the program at startup.",
-]
-FOOD = [
-    "Simmer the tomato sauce with garlic for twenty minutes.",
-    "Knead the bread dough until it is smooth and elastic.",
-    "Whisk the eggs and sugar before folding in the flour.",
-    "Grill the salmon fillets with lemon and fresh dill.",
-]
-
-
-def _jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
-def _sts(d: Path) -> Path:
-    _jsonl(
-        d / "test.jsonl",
-        [
-            {
-                "sentence1": ANIMALS[0],
-                "sentence2": "A cat purred while lying on a couch.",
-                "score": 4.8,
-            },
-            {
-                "sentence1": ANIMALS[1],
-                "sentence2": "The dog kept barking at the postman.",
-                "score": 4.5,
-            },
-            {
-                "sentence1": CODE[0],
-                "sentence2": "A Python function failed with KeyError.",
-                "score": 4.0,
-            },
-            {"sentence1": FOOD[0], "sentence2": ANIMALS[2], "score": 0.0},
-            {"sentence1": CODE[1], "sentence2": FOOD[1], "score": 0.2},
-            {"sentence1": ANIMALS[3], "sentence2": "Birds make noise.", "score": 2.5},
-        ],
-    )
-    return d
-
-
-def _pair(d: Path) -> Path:
-    rows = [
-        {"sentence1": ANIMALS[0], "sentence2": "A cat purred while lying on a couch.", "label": 1},
-        {
-            "sentence1": CODE[0],
-            "sentence2": "A Python function failed with a KeyError.",
-            "label": 1,
-        },
-        {"sentence1": FOOD[1], "sentence2": "Work the dough until it becomes smooth.", "label": 1},
-        {"sentence1": ANIMALS[1], "sentence2": FOOD[3], "label": 0},
-        {"sentence1": CODE[2], "sentence2": ANIMALS[2], "label": 0},
-        {"sentence1": FOOD[0], "sentence2": CODE[3], "label": 0},
-    ]
-    _jsonl(d / "test.jsonl", rows)
-    return d
-
-
-def _rerank(d: Path) -> Path:
-    def row(query: str, pos: str, neg: list[str]) -> dict[str, Any]:
-        return {"query": query, "positive": [pos], "negative": neg}
-
-    rows = [
-        row("How do I fix a KeyError in Python?", CODE[0], ANIMALS[:2] + FOOD[:2]),
-        row("How long should tomato sauce cook?", FOOD[0], CODE[:2] + ANIMALS[2:]),
-        row("Why is my dog barking?", ANIMALS[1], FOOD[2:] + CODE[2:]),
-        row("dropped: no negatives", FOOD[3], []),
-    ]
-    _jsonl(d / "test.jsonl", rows)
-    return d
-
-
-def _cluster(d: Path) -> Path:
-    groups = {"animals": ANIMALS, "code": CODE, "food": FOOD}
-    _jsonl(d / "test.jsonl", [{"text": t, "label": g} for g, ts in groups.items() for t in ts])
-    return d
-
-
-def _classification(d: Path) -> Path:
-    rows = [{"text": t, "label": i} for i, ts in enumerate([ANIMALS, CODE]) for t in ts]
-    _jsonl(d / "train.jsonl", rows)
-    _jsonl(d / "test.jsonl", rows)
-    return d
-
-
-def _retrieval(d: Path) -> Path:
-    _jsonl(
-        d / "corpus.jsonl",
-        [{"_id": f"d{i}", "title": "", "text": t} for i, t in enumerate(CODE + FOOD)],
-    )
-    _jsonl(
-        d / "queries.jsonl",
-        [{"_id": "q1", "text": "python error"}, {"_id": "q9", "text": "unused"}],
-    )
-    (d / "qrels").mkdir()
-    (d / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td0\t1\n")
-    return d
+from tests.eval_folders import (
+    ANIMALS,
+    CODE,
+    classification_folder,
+    cluster_folder,
+    pair_folder,
+    rerank_folder,
+    retrieval_folder,
+    sts_folder,
+    write_jsonl,
+)
 
 
 def test_detect_type(tmp_path: Path) -> None:
-    assert detect_type(_sts(tmp_path / "a")) == "STS"
-    assert detect_type(_pair(tmp_path / "b")) == "PairClassification"
-    assert detect_type(_rerank(tmp_path / "c")) == "Reranking"
-    assert detect_type(_cluster(tmp_path / "d")) == "Clustering"
-    assert detect_type(_classification(tmp_path / "e")) == "Classification"
-    assert detect_type(_retrieval(tmp_path / "f")) == "Retrieval"
+    assert detect_type(sts_folder(tmp_path / "a")) == "STS"
+    assert detect_type(pair_folder(tmp_path / "b")) == "PairClassification"
+    assert detect_type(rerank_folder(tmp_path / "c")) == "Reranking"
+    assert detect_type(cluster_folder(tmp_path / "d")) == "Clustering"
+    assert detect_type(classification_folder(tmp_path / "e")) == "Classification"
+    assert detect_type(retrieval_folder(tmp_path / "f")) == "Retrieval"
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no eval layout"):
         detect_type(tmp_path / "empty")
 
 
 def test_language_subset_takes_parent_name_and_mteb_protocol(tmp_path: Path) -> None:
-    spec = describe(_classification(tmp_path / "AmazonCounterfactualClassification" / "en"))
+    spec = describe(classification_folder(tmp_path / "AmazonCounterfactualClassification" / "en"))
     assert (spec.name, spec.subset, spec.lang) == (
         "AmazonCounterfactualClassification",
         "en",
@@ -149,26 +51,28 @@ def test_language_subset_takes_parent_name_and_mteb_protocol(tmp_path: Path) -> 
     assert spec.main_score == "accuracy"
     # also mteb's own subset names with a suffix
     assert (
-        describe(_classification(tmp_path / "AmazonCounterfactualClassification" / "en-ext")).subset
+        describe(
+            classification_folder(tmp_path / "AmazonCounterfactualClassification" / "en-ext")
+        ).subset
         == "en-ext"
     )
     # a short lowercase task folder is not a language subset
-    spec = describe(_retrieval(tmp_path / "beir" / "nq"))
+    spec = describe(retrieval_folder(tmp_path / "beir" / "nq"))
     assert (spec.name, spec.subset, spec.eval_split) == ("nq", "default", "test")
 
 
 def test_known_name_gets_mteb_protocol_unknown_gets_defaults(tmp_path: Path) -> None:
-    spec = describe(_classification(tmp_path / "Banking77Classification"))
+    spec = describe(classification_folder(tmp_path / "Banking77Classification"))
     assert spec.options == {"samples_per_label": 8, "n_experiments": 10}
-    spec = describe(_classification(tmp_path / "MyIntents"))
+    spec = describe(classification_folder(tmp_path / "MyIntents"))
     assert (spec.name, spec.subset, spec.options) == ("MyIntents", "default", {})
-    assert describe(_sts(tmp_path / "x")).main_score == "cosine_spearman"
-    assert describe(_pair(tmp_path / "y")).main_score == "max_ap"
-    assert describe(_rerank(tmp_path / "z")).main_score == "map_at_1000"
+    assert describe(sts_folder(tmp_path / "x")).main_score == "cosine_spearman"
+    assert describe(pair_folder(tmp_path / "y")).main_score == "max_ap"
+    assert describe(rerank_folder(tmp_path / "z")).main_score == "map_at_1000"
 
 
 def test_task_json_overrides(tmp_path: Path) -> None:
-    d = _sts(tmp_path / "folder")
+    d = sts_folder(tmp_path / "folder")
     (d / "task.json").write_text(
         json.dumps({"name": "Renamed", "type": "STS", "main_score": "pearson", "max_score": 10})
     )
@@ -179,7 +83,7 @@ def test_task_json_overrides(tmp_path: Path) -> None:
 
 
 def test_local_task_metadata_and_data(tmp_path: Path) -> None:
-    task = local_task(_retrieval(tmp_path / "tiny"))
+    task = local_task(retrieval_folder(tmp_path / "tiny"))
     assert task.metadata.type == "Retrieval" and task.metadata.main_score == "ndcg_at_10"
     assert len(task.metadata.revision) == 16  # folder content hash
     task.load_data()
@@ -187,14 +91,14 @@ def test_local_task_metadata_and_data(tmp_path: Path) -> None:
     assert split["queries"]["id"] == ["q1"]  # only queries with qrels
     assert split["relevant_docs"] == {"q1": {"d0": 1}}
     # clustering in mteb's own layout: one cluster set per row
-    _jsonl(
+    write_jsonl(
         tmp_path / "sets" / "test.jsonl",
         [{"sentences": ANIMALS + CODE, "labels": [0] * 4 + [1] * 4}] * 2,
     )
     clustering = local_task(tmp_path / "sets")
     clustering.load_data()
     assert clustering.dataset["default"]["test"].num_rows == 2
-    sub = local_task(_sts(tmp_path / "STS22" / "en"))
+    sub = local_task(sts_folder(tmp_path / "STS22" / "en"))
     assert sub.metadata.hf_subsets == ["en"] and sub.metadata.name == "STS22"
 
 
@@ -219,9 +123,9 @@ def tiny_scores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, float]:
 
     root = tmp_path_factory.mktemp("tiny_eval")
     specs = [
-        f"local:{_pair(root / 'TinyPairs')}",
-        f"local:{_rerank(root / 'TinyRerank')}",
-        f"local:{_cluster(root / 'TinyClusters')}",
+        f"local:{pair_folder(root / 'TinyPairs')}",
+        f"local:{rerank_folder(root / 'TinyRerank')}",
+        f"local:{cluster_folder(root / 'TinyClusters')}",
     ]
     df = evaluate_model("minilm", specs)
     assert df.columns == ["task", "category", "metric", "score"]
@@ -255,8 +159,8 @@ def test_instructions_reach_queries_only(tmp_path: Path) -> None:
         setattr(st, fn, rec)
     enc = _encoder(st, "local/x", "rev", instructions=True, per_query={})
     tasks = [
-        local_task(_sts(tmp_path / "STSBenchmark")),
-        local_task(_retrieval(tmp_path / "SciFact")),
+        local_task(sts_folder(tmp_path / "STSBenchmark")),
+        local_task(retrieval_folder(tmp_path / "SciFact")),
     ]
     mteb.evaluate(enc, tasks, cache=None, show_progress_bar=False, co2_tracker=False)
     sts, sci = query_prefix("STSBenchmark", "STS"), query_prefix("SciFact", "Retrieval")
@@ -273,11 +177,11 @@ def test_queries_with_their_own_instruction_get_it(tmp_path: Path) -> None:
     from speed.eval.instructions import QUERY_TEMPLATE
     from speed.eval.run import _encoder, resolve_model_path
 
-    d = _retrieval(tmp_path / "SyntheticRetrieval")
+    d = retrieval_folder(tmp_path / "SyntheticRetrieval")
     queries = [json.loads(x) for x in (d / "queries.jsonl").read_text().splitlines()]
     for i, q in enumerate(queries):
         q["instruction"] = f"Find the passage for question {i}."
-    _jsonl(d / "queries.jsonl", queries)
+    write_jsonl(d / "queries.jsonl", queries)
     task = local_task(d)
     assert task.query_instructions == {q["text"]: q["instruction"] for q in queries}
 
@@ -300,13 +204,13 @@ def test_queries_with_their_own_instruction_get_it(tmp_path: Path) -> None:
 def test_cache_is_keyed_by_content(tmp_path: Path) -> None:
     from speed.eval.run import evaluate_model
 
-    d = _sts(tmp_path / "TinySTS")
+    d = sts_folder(tmp_path / "TinySTS")
     first = evaluate_model("minilm", [f"local:{d}"], output_dir=tmp_path / "out")["score"][0]
     assert (tmp_path / "out" / "mteb_cache" / "results").is_dir()
     rows = [json.loads(x) for x in (d / "test.jsonl").read_text().splitlines()]
     for r in rows:
         r["score"] = 5 - r["score"]  # same task name, different data
-    _jsonl(d / "test.jsonl", rows)
+    write_jsonl(d / "test.jsonl", rows)
     second = evaluate_model("minilm", [f"local:{d}"], output_dir=tmp_path / "out")["score"][0]
     assert second == pytest.approx(-first, abs=1e-6)
 
