@@ -66,7 +66,14 @@ class LLMClient:
         ]
         found = self.cache.get_many(keys)
         results: list[list[Completion]] = [[] for _ in requests]
-        todo = [(idx, ri, s) for idx, (ri, s) in enumerate(samples) if keys[idx] not in found]
+        # A sample whose key an earlier sample of this batch has is the same call: generate it
+        # once and answer both alike (paying twice would leave the cache holding only one).
+        first: dict[str, int] = {}
+        todo: list[tuple[int, int, Request]] = []
+        for idx, (ri, s) in enumerate(samples):
+            if keys[idx] not in found and keys[idx] not in first:
+                first[keys[idx]] = idx
+                todo.append((idx, ri, s))
         done: dict[int, Completion] = {}
         for idx, (_ri, _s) in enumerate(samples):
             if keys[idx] in found:
@@ -98,6 +105,10 @@ class LLMClient:
         progress.close()
 
         for idx, (ri, _s) in enumerate(samples):
+            if idx not in done:  # a repeat of an earlier sample of this batch: nothing paid
+                done[idx] = replace(done[first[keys[idx]]], cached=True)
+                self.cache_hits += 1
+                self._record(requests[ri], done[idx])
             results[ri].append(done[idx])
         return results
 

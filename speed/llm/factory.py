@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -14,10 +14,24 @@ from speed.llm.client import LLMClient
 from speed.llm.ledger import Ledger, Price
 from speed.llm.types import Backend
 
+# Backend kinds added in-process (tests register scripted backends here): kind -> build(spec).
+_REGISTERED: dict[str, Callable[[dict[str, Any]], Backend]] = {}
+
+
+def register_backend(kind: str, build: Callable[[dict[str, Any]], Backend]) -> None:
+    """Let specs of this process name `kind` as their backend; `build(spec)` makes it."""
+    _REGISTERED[kind] = build
+
+
+def unregister_backend(kind: str) -> None:
+    _REGISTERED.pop(kind, None)
+
 
 def make_backend(spec: dict[str, Any]) -> Backend:
     """spec: {backend, model, adapter?, options: {...}} as built by speed.workflow.llm_spec."""
     kind, options = spec["backend"], spec.get("options", {})
+    if kind in _REGISTERED:
+        return _REGISTERED[kind](spec)
     if kind == "vllm":
         from speed.llm.vllm_backend import VLLMBackend
 
