@@ -9,6 +9,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from speed.llm.fingerprint import write_digest
+
 SPECIAL_TOKENS = ["<|pad|>", "<|begin|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 
 # `{% generation %}` marks the assistant text, so trl can train on the assistant part only.
@@ -91,3 +93,4 @@ def build_llama(
     )
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
+    write_digest(out_dir)  # the cache identity, without rehashing at each job start

@@ -1,10 +1,10 @@
 """Data prompts: one prompt per example to generate, with attributes sampled per prompt.
 
-Distributions are SPEED's (the paper's data-prompt stage, arXiv 2410.18634). Every prompt lists its guidelines in a
-freshly shuffled order. Purposes (seed, candidates, synthesis, teacher_only) never share a prompt:
-a prompt belongs to the purpose its content hash selects, so each purpose is built on its own
-(changing one purpose's size rebuilds nothing else) and still no two purposes can collide.
-Within a purpose a prompt may repeat: each prompt id is sampled with its own seed.
+Distributions are SPEED's (the paper's data-prompt stage, arXiv 2410.18634). Every prompt lists
+its guidelines in a freshly shuffled order. Purposes (seed, candidates, synthesis, teacher_only)
+never share a prompt: a prompt belongs to the purpose its content hash selects, so each purpose
+is built on its own (changing one purpose's size rebuilds nothing else) and still no two purposes
+can collide. Within a purpose a prompt may repeat: each prompt id is sampled with its own seed.
 """
 
 from __future__ import annotations

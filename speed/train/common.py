@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from speed.io import atomic_file
+from speed.llm.fingerprint import write_digest
 
 # Spec fields that change how often things are written, not which weights come out: they stay
 # out of the checkpoint identity, so changing them resumes instead of starting over.
@@ -183,13 +184,16 @@ def finish(spec: TrainSpec, ckpt_dir: Path, log: logging.Logger) -> None:
 
 def merge_and_save(model: Any, tokenizer: Any, out_dir: str | Path) -> None:
     """A plain model folder: LoRA merged into the weights, so AutoModelForCausalLM and vLLM
-    load it without peft, and the next stage can put its own LoRA on top."""
+    load it without peft, and the next stage can put its own LoRA on top. The digest manifest
+    is written last, so the next job keys the model without rehashing its weights (metrics.json,
+    written after it, does not count)."""
     from peft import PeftModel
 
     if isinstance(model, PeftModel):
         model = model.merge_and_unload()
     model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
+    write_digest(out_dir)
 
 
 def write_metrics(

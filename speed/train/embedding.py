@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from speed.io import atomic_dir, atomic_file
-from speed.llm.fingerprint import fingerprint
+from speed.llm.fingerprint import fingerprint, write_digest
 from speed.train.common import checkpoint_dir, run_trainer, write_metrics
 
 _log = logging.getLogger(__name__)
@@ -395,6 +395,7 @@ def train_embedding(
                 "params": params,
             },
         )
+        write_digest(tmp)  # after the last counted file
     log.info(
         "embedding done: %d steps, loss %s -> %s",
         metrics["global_step"],
