@@ -34,6 +34,13 @@ JSON_OVERHEAD_TOKENS = 12  # braces, quotes and keys of one example
 TASK_WORDS = 12  # a brainstormed task description (the prompt asks for about 10 words)
 SAMPLE_PROMPTS = 200  # rendered per family to measure prompt and example lengths
 
+# How far the token estimates are from real usage: checked on config/paper.yaml against the
+# paper's reported tokens (seed 10M, judge 12M, revise 10M; tests/unit/test_plan.py). Measured:
+# seed +18%, revise +9%. Judge +75%: every judge prompt counts all k candidates at full length
+# (k = 5), and the paper's 12M fits about 2 of them. Brainstorm and teacher_only: not checked.
+TOKEN_ERROR = 0.25  # seed and revise: within +-25%
+JUDGE_TOKENS_OVER = 1.0  # judge: over by up to 100% (2x)
+
 # Words an example has when it follows its prompt ("at least N words" counts as about N).
 _QUERY_WORDS = {"less than 5 words": 3, "5 to 15 words": 10, "at least 10 words": 15}
 _INPUT_WORDS = {
@@ -230,6 +237,14 @@ def make_plan(config: dict[str, Any]) -> dict[str, Any]:
             "chars_per_token": CHARS_PER_TOKEN,
             "tokens_per_word": TOKENS_PER_WORD,
             "brainstorm_calls": "topics.n x 4 families (fewer if the source has fewer topics)",
+            "token_error": {
+                "stages": ["seed", "revise"],
+                "relative": TOKEN_ERROR,
+                "judge_over_by_up_to": JUDGE_TOKENS_OVER,
+                "basis": "config/paper.yaml against the paper's reported tokens (seed 10M, "
+                "judge 12M, revise 10M); judge prompts count all k candidates at full length; "
+                "brainstorm and teacher_only not checked",
+            },
         },
     }
 
@@ -293,6 +308,12 @@ def format_plan(plan: dict[str, Any]) -> str:
     lines.append(f"{'teacher stage':<14}{'calls':>12}{'tokens (est.)':>16}{'USD (est.)':>12}")
     for name, s in [*plan["stages"].items(), ("total", plan["total"])]:
         lines.append(f"{name:<14}{s['calls']:>12,}{s['tokens']:>16,}{s['usd']:>12,.2f}")
+    err = plan["assumptions"]["token_error"]
+    lines.append(
+        f"token estimates: \u00b1{err['relative']:.0%} of the paper's reported tokens "
+        f"({', '.join(err['stages'])}); judge up to {1 + err['judge_over_by_up_to']:g}x over "
+        "(counts all k candidates at full length)"
+    )
     cmp = plan["comparison"]
     lines.append(
         f"SPEED teacher calls (seed + judge + revise): {cmp['speed_teacher_calls']:,}; one call "

@@ -32,12 +32,40 @@ def test_no_limits_means_no_guard(tmp_path, monkeypatch):
     assert SpendGuard.from_env(tmp_path, Price()) is None
 
 
+def reserved(guard: SpendGuard) -> tuple[float, float, float]:
+    """What the run's live jobs hold reserved (calls, tokens, usd), from the guard's own file."""
+    return guard._db.execute(
+        "SELECT COALESCE(SUM(calls), 0), COALESCE(SUM(tokens), 0), COALESCE(SUM(usd), 0) "
+        "FROM reserved WHERE run = ?",
+        (guard.run,),
+    ).fetchone()
+
+
 def test_reserve_cuts_to_what_fits_and_settle_counts_real_usage(tmp_path):
-    guard = SpendGuard(tmp_path / "spend.sqlite", "run", {"max_calls": 3}, Price())
-    assert guard.reserve(requests(5)) == 3
+    from speed.llm.types import Completion
+
+    price = Price(prompt_per_m=1.0, completion_per_m=2.0)
+    guard = SpendGuard(tmp_path / "spend.sqlite", "run", {"max_calls": 3}, price)
+    batch = requests(5)
+    assert guard.reserve(batch) == 3
     with pytest.raises(BudgetExceeded, match="max_calls 3"):
         guard.reserve(requests(1))
-    assert guard.spent()["calls"] == 3
+    # Before settle: the worst case of the 3 calls is held, nothing is paid yet.
+    worst = [guard.worst_case(r) for r in batch[:3]]
+    held = (3, sum(t for _, t, _ in worst), sum(u for _, _, u in worst))
+    assert reserved(guard) == pytest.approx(held)
+    assert guard.spent() == {"calls": 3, "tokens": held[1], "usd": pytest.approx(held[2])}
+
+    done = [Completion("x", "stop", prompt_tokens=7 + i, completion_tokens=2 * i) for i in range(3)]
+    guard.settle(batch[:3], done)
+    # After: the reservation is gone and the spend is the completions' real usage.
+    assert reserved(guard) == (0, 0, 0)
+    real_tokens = (7 + 2 * 0) + (8 + 2 * 1) + (9 + 2 * 2)  # 7 + 10 + 13 = 30
+    real_usd = ((7 + 8 + 9) * 1.0 + (0 + 2 + 4) * 2.0) / 1e6
+    assert real_tokens < held[1]  # so a settle that kept the worst case would show
+    assert guard.spent() == {"calls": 3, "tokens": real_tokens, "usd": pytest.approx(real_usd)}
+    with pytest.raises(BudgetExceeded, match="spent or reserved 3 calls"):
+        guard.reserve(requests(1))  # real calls count against max_calls as reserved ones did
 
 
 def test_token_limit_uses_the_worst_case_then_the_real_cost(tmp_path):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import re
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,25 +66,70 @@ def test_env_pins_agree_with_requirements(path):
     assert "pip install" in deploy.read_text() and "-e" in deploy.read_text()
 
 
-def _job_rules() -> dict[str, str]:
-    """rule name -> body, for every rule with something to run (script/shell/run/wrapper)."""
-    rules = {}
-    for smk in [ROOT / "Snakefile", *sorted((ROOT / "rules").glob("*.smk"))]:
-        for m in re.finditer(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", smk.read_text(), re.M):
-            name, body = m.groups()
-            if re.search(r"^\s+(script|shell|run|wrapper|notebook):", body, re.M):
-                rules[name] = body
-    return rules
+# Loads the workflow with Snakemake's own API in a child process (the API changes the working
+# directory and sets up logging) and prints, per rule, whether it runs a job and the conda env
+# file it names, resolved as Snakemake resolves it (against the rule's own file). Twice: with
+# the config as shipped, and with GPU jobs, where model-running rules switch to the CUDA env.
+RULES = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+def rules(config):
+    with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
+        workflow = api.workflow(
+            resource_settings=ResourceSettings(),
+            config_settings=ConfigSettings(config=config),
+            snakefile=Path("Snakefile"),
+            workdir=Path.cwd(),
+        )._workflow
+        return {
+            rule.name: {
+                "runs": not rule.norun,  # has a script, shell, run, wrapper or notebook
+                "conda": None if rule.conda_env is None
+                else str((Path(rule.basedir) / rule.conda_env).resolve()),
+            }
+            for rule in workflow.rules
+        }
+
+gpu = {"resources": {"llm": {"gpu": 1}, "gpu": {"gpu": 1}}}
+json.dump({"cpu": rules({}), "gpu": rules(gpu)}, sys.stdout)
+"""
 
 
-def test_every_job_rule_names_a_conda_env():
-    rules = _job_rules()
-    assert {"topics", "seed", "junior", "synth_raw", "corpus"} <= set(rules)
-    envs = {p.name for p in ENVS}
-    for name, body in rules.items():
-        m = re.search(r"^\s+conda:\s*\n\s+(.+)$", body, re.M)
-        assert m, f"rule {name} has no conda: directive"
-        named = set(re.findall(r'"\.\./envs/([\w.-]+\.yaml)"', m.group(1) + body))
-        if "llm_env(" in m.group(1):
-            named |= {"llm.yaml", "llm-gpu.yaml"}
-        assert named and named <= envs, f"rule {name}: {m.group(1)}"
+def workflow_rules(workdir: Path) -> dict[str, dict[str, dict]]:
+    """Per setting ("cpu", "gpu"): rule name -> {"runs": bool, "conda": env path or None}."""
+    proc = subprocess.run(
+        [sys.executable, "-c", RULES], cwd=workdir, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_every_job_rule_names_a_conda_env(workflow):
+    """Every rule that runs a job names one of envs/*.yaml, in either GPU setting."""
+    found = workflow_rules(workflow)
+    envs_dir = (workflow / "envs").resolve()
+    used: set[str] = set()
+    for setting, rules in found.items():
+        jobs = {name for name, rule in rules.items() if rule["runs"]}
+        assert {"topics", "seed", "junior", "synth_raw", "corpus"} <= jobs, setting
+        assert "all" in rules and "all" not in jobs  # a target rule, nothing to run
+        for name in sorted(jobs):
+            conda = rules[name]["conda"]
+            assert conda, f"rule {name} has no conda: directive ({setting})"
+            env = Path(conda)
+            assert env.parent == envs_dir and env.name in SOURCES and env.is_file(), (
+                f"rule {name} ({setting}): {conda} is not one of envs/*.yaml"
+            )
+            used.add(env.name)
+    # Every env serves some job, and the model-running rules follow the GPU setting.
+    assert used == set(SOURCES)
+    for name, cpu, gpu in [
+        ("junior", "llm.yaml", "llm-gpu.yaml"),
+        ("seed", "llm.yaml", "llm-gpu.yaml"),
+        ("corpus", "data.yaml", "data.yaml"),
+    ]:
+        assert Path(found["cpu"][name]["conda"]).name == cpu, name
+        assert Path(found["gpu"][name]["conda"]).name == gpu, name
