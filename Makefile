@@ -30,6 +30,7 @@ install-gpu:
 
 run: $(STAMP)
 	$(VENV)/bin/snakemake --cores $(CORES)
+	@$(PY) -m speed.report.run_summary --configfile config/config.yaml
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -q -ra --durations=15

@@ -14,18 +14,26 @@ CUDA_VISIBLE_DEVICES once, at initialisation.
   user chose): what is set is kept.
 - Otherwise devices come from SPEED_GPU_COUNT (tests, or to restrict a run to the first K
   devices) or `nvidia-smi -L`. Lock files live in SPEED_GPU_LOCK_DIR (default
-  `$XDG_RUNTIME_DIR/speed-gpus` or `/tmp/speed-gpus-<uid>`), shared by every workflow of the
+  `$XDG_RUNTIME_DIR/speed-gpus` or `<tempdir>/speed-gpus-<uid>`), shared by every workflow of the
   user on the machine.
+
+On a shared machine the temp dir is writable by everyone, so the lock folder is private: created
+0700, and refused (LockDirError, naming it) when it is a symlink, not a directory, owned by
+another user or writable by group or others. Lock files are opened relative to that folder with
+O_NOFOLLOW: a symlink (or anything but a regular file) planted where a lock would go fails the
+claim with LockDirError and nothing is written through it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
 import os
 import random
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -53,17 +61,59 @@ def device_count() -> int:
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
+class LockDirError(RuntimeError):
+    """The lock folder or a lock file is not safe to use (a symlink, someone else's, shared)."""
+
+
 def lock_dir() -> Path:
     if os.environ.get("SPEED_GPU_LOCK_DIR"):
         return Path(os.environ["SPEED_GPU_LOCK_DIR"])
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and os.path.isdir(runtime):
-        return Path(runtime) / "speed-gpus"
+        return Path(runtime) / "speed-gpus"  # per user and 0700 by the XDG spec
     return Path(tempfile.gettempdir()) / f"speed-gpus-{os.getuid()}"
 
 
-def _try_lock(path: Path) -> int | None:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+def _open_lock_dir(folder: Path) -> int:
+    """An fd of `folder`, created 0700 if missing, after checking nobody else can plant files
+    there. Lock files are opened relative to this fd, so the folder cannot be swapped after the
+    check."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):  # whatever is there is checked below
+        os.mkdir(folder, 0o700)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(folder, flags)
+    except OSError as e:  # ELOOP: a symlink; ENOTDIR: a file
+        raise LockDirError(
+            f"GPU lock folder {folder} is not a plain directory ({e.strerror}): remove it "
+            "or set SPEED_GPU_LOCK_DIR to a private folder"
+        ) from e
+    st = os.fstat(fd)
+    problem = None
+    if st.st_uid != os.getuid():
+        problem = f"owned by uid {st.st_uid}, not {os.getuid()}"
+    elif st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        problem = f"writable by group or others (mode {stat.S_IMODE(st.st_mode):o}; chmod 700 it)"
+    if problem:
+        os.close(fd)
+        raise LockDirError(f"GPU lock folder {folder} is {problem}: refusing to use it")
+    return fd
+
+
+def _try_lock(dir_fd: int, name: str, folder: Path) -> int | None:
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    try:
+        fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        # A planted symlink: following it would truncate whatever it points to.
+        raise LockDirError(f"GPU lock {folder / name} is a symlink: remove it") from e
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:  # a FIFO, a device, a hard link
+        os.close(fd)
+        raise LockDirError(f"GPU lock {folder / name} is not a plain file: remove it")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
@@ -76,19 +126,39 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
-def _try_claim(n: int, count: int, folder: Path) -> list[int] | None:
+def _try_claim(n: int, count: int, dir_fd: int, folder: Path) -> list[int] | None:
     """All-or-nothing: n free devices, or none held (no hold-and-wait, so no deadlock)."""
     got: list[tuple[int, int]] = []
-    for device in range(count):
-        fd = _try_lock(folder / f"gpu{device}.lock")
-        if fd is not None:
-            got.append((device, fd))
-            if len(got) == n:
-                _HELD.extend(fd for _, fd in got)
-                return [device for device, _ in got]
+    try:
+        for device in range(count):
+            fd = _try_lock(dir_fd, f"gpu{device}.lock", folder)
+            if fd is not None:
+                got.append((device, fd))
+                if len(got) == n:
+                    _HELD.extend(fd for _, fd in got)
+                    return [device for device, _ in got]
+    except LockDirError:
+        for _, fd in got:  # a bad lock file fails the claim: hold nothing
+            os.close(fd)
+        raise
     for _, fd in got:
         os.close(fd)
     return None
+
+
+def _wait_for(
+    n: int, count: int, dir_fd: int, folder: Path, timeout: float | None, poll: float
+) -> list[int]:
+    start = time.monotonic()
+    waiting_logged = False
+    while (devices := _try_claim(n, count, dir_fd, folder)) is None:
+        if timeout is not None and time.monotonic() - start > timeout:
+            raise TimeoutError(f"no {n} free GPUs of {count} after {timeout} s ({folder})")
+        if not waiting_logged:
+            log.info("GPUs: waiting for %d free device(s) of %d (locks in %s)", n, count, folder)
+            waiting_logged = True
+        time.sleep(poll * (0.5 + random.random()))
+    return devices
 
 
 def claim_gpus(n: int | None, timeout: float | None = None, poll: float = 1.0) -> list[str]:
@@ -115,16 +185,11 @@ def claim_gpus(n: int | None, timeout: float | None = None, poll: float = 1.0) -
     if n > count:
         raise RuntimeError(f"{n} GPUs requested but this machine has {count}")
     folder = lock_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    start = time.monotonic()
-    waiting_logged = False
-    while (devices := _try_claim(n, count, folder)) is None:
-        if timeout is not None and time.monotonic() - start > timeout:
-            raise TimeoutError(f"no {n} free GPUs of {count} after {timeout} s ({folder})")
-        if not waiting_logged:
-            log.info("GPUs: waiting for %d free device(s) of %d (locks in %s)", n, count, folder)
-            waiting_logged = True
-        time.sleep(poll * (0.5 + random.random()))
+    dir_fd = _open_lock_dir(folder)
+    try:
+        devices = _wait_for(n, count, dir_fd, folder, timeout, poll)
+    finally:
+        os.close(dir_fd)  # the lock files' fds stay open: they hold the claim
     visible = ",".join(map(str, devices))
     # nvidia-smi numbers devices by PCI bus; make CUDA use the same order.
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")

@@ -11,6 +11,7 @@ import os
 import time
 from typing import Any
 
+from speed.llm.secrets import scrub
 from speed.llm.types import Completion, GenerationError, Request, parse_structured
 
 
@@ -63,6 +64,10 @@ class OpenAIBackend:
     def where(self) -> str:
         return self.base_url or "the OpenAI API"
 
+    def scrub(self, text: object) -> str:
+        """A server's text made safe for a log line or an exception: servers echo keys."""
+        return scrub(str(text), (self._api_key,))
+
     def _client(self, asynchronous: bool = True) -> Any:
         from openai import AsyncOpenAI, OpenAI
 
@@ -102,11 +107,12 @@ class OpenAIBackend:
             except APIError as err:
                 # 4xx other than 408/409/429 are not retried: count the attempts really made.
                 attempts = _attempts_made(err) or self.max_attempts
+                # Not chained: a traceback would print the server's unscrubbed text again.
                 raise TeacherAPIError(
                     f"teacher request {request.id or ''} failed after {attempts} "
                     f"attempt{'s' if attempts != 1 else ''} at {self.where}: "
-                    f"{type(err).__name__}: {err}"
-                ) from err
+                    f"{type(err).__name__}: {self.scrub(err)}"
+                ) from None
             latency = time.perf_counter() - start
         return self._completions(resp, request, latency)
 
@@ -152,7 +158,7 @@ class OpenAIBackend:
             # The other requests were answered and billed: hand them up with the error.
             done = {i: r for i, r in enumerate(results) if not isinstance(r, BaseException)}
             more = f" ({len(failed)} of {len(requests)} requests failed)" if len(failed) > 1 else ""
-            raise TeacherAPIError(f"{failed[0]}{more}", done) from failed[0]
+            raise TeacherAPIError(f"{self.scrub(failed[0])}{more}", done) from failed[0]
         return results  # type: ignore[return-value]
 
     def generate(self, requests: list[Request]) -> list[list[Completion]]:

@@ -70,16 +70,25 @@ class OpenAIBatchBackend(OpenAIBackend):
         return [p for p in parts if p]
 
     def generate(self, requests: list[Request]) -> list[list[Completion]]:
+        from openai import APIError
+
         parts = self.parts(requests)
-        with self._client(asynchronous=False) as client:
-            batches = [self._submit(client, [requests[i] for i in part]) for part in parts]
-            batches = [self._wait(client, b) for b in batches]
-            done: dict[int, list[Completion]] = {}
-            errors: list[str] = []
-            for part, batch in zip(parts, batches, strict=True):
-                answers, failures = self._collect(client, batch, [requests[i] for i in part])
-                done.update({part[j]: out for j, out in answers.items()})
-                errors += failures
+        done: dict[int, list[Completion]] = {}
+        errors: list[str] = []
+        try:
+            with self._client(asynchronous=False) as client:
+                batches = [self._submit(client, [requests[i] for i in part]) for part in parts]
+                batches = [self._wait(client, b) for b in batches]
+                for part, batch in zip(parts, batches, strict=True):
+                    answers, failures = self._collect(client, batch, [requests[i] for i in part])
+                    done.update({part[j]: out for j, out in answers.items()})
+                    errors += failures
+        except APIError as err:
+            # Uploads, batch calls and file downloads: not chained, the server's text may hold
+            # the key (a traceback would print it unscrubbed).
+            raise TeacherAPIError(
+                f"batch API at {self.where}: {type(err).__name__}: {self.scrub(err)}", done
+            ) from None
         if errors:
             raise TeacherAPIError(
                 f"{len(errors)} of {len(requests)} batch requests at {self.where} got no answer "
@@ -132,9 +141,9 @@ class OpenAIBatchBackend(OpenAIBackend):
                 )
         if batch.status == "failed":
             errors = getattr(batch.errors, "data", None) or []
+            why = "; ".join(f"{e.code}: {e.message} (line {e.line})" for e in errors[:5])
             raise TeacherAPIError(
-                f"batch {batch.id} at {self.where} was refused: "
-                + "; ".join(f"{e.code}: {e.message} (line {e.line})" for e in errors[:5])
+                f"batch {batch.id} at {self.where} was refused: {self.scrub(why)}"
             )
         return batch
 
@@ -165,5 +174,5 @@ class OpenAIBatchBackend(OpenAIBackend):
                 failures.append(f"request {request.id or i}: no line in {batch.status} {batch.id}")
             else:
                 why = line.get("error") or response.get("body", {}).get("error") or response
-                failures.append(f"request {request.id or i}: {why}")
+                failures.append(f"request {request.id or i}: {self.scrub(why)}")
         return answers, failures

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -99,6 +100,97 @@ def test_device_count_from_nvidia_smi(monkeypatch, tmp_path):
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     assert gpu.device_count() == 2
+
+
+# --- shared machines: a private lock folder, locks never opened through a symlink ---------------
+
+
+def planted(tmp_path: Path) -> tuple[Path, bytes, int]:
+    """A file outside the lock folder with known content and an old mtime."""
+    target = tmp_path / "outside.txt"
+    target.write_bytes(b"precious\n")
+    os.utime(target, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
+    return target, target.read_bytes(), target.stat().st_mtime_ns
+
+
+def claim_outcome(n: int) -> str:
+    """The LockDirError a claim raises ('claimed' when it succeeds)."""
+    try:
+        gpu.claim_gpus(n, timeout=1)
+    except gpu.LockDirError as e:
+        return str(e)
+    return "claimed"
+
+
+def test_symlink_at_a_lock_path_is_never_followed(clean_env, monkeypatch):
+    """A symlink where gpu1's lock goes fails the claim; the target is untouched and the lock
+    already taken on gpu0 is let go (all-or-nothing)."""
+    monkeypatch.setenv("SPEED_GPU_COUNT", "2")
+    target, content, mtime = planted(clean_env)
+    locks = clean_env / "locks"
+    locks.mkdir(mode=0o700)
+    (locks / "gpu1.lock").symlink_to(target)
+    outcome = claim_outcome(2)
+    assert target.read_bytes() == content and target.stat().st_mtime_ns == mtime
+    assert "gpu1.lock is a symlink" in outcome
+    assert (locks / "gpu1.lock").is_symlink()
+    assert gpu._HELD == [] and "CUDA_VISIBLE_DEVICES" not in os.environ
+    # A dangling symlink is not followed to create its target either.
+    (locks / "gpu0.lock").unlink()  # the plain lock file the first claim made (and let go)
+    (locks / "gpu0.lock").symlink_to(clean_env / "created-through-link")
+    outcome = claim_outcome(1)
+    assert not (clean_env / "created-through-link").exists()
+    assert "gpu0.lock is a symlink" in outcome
+
+
+def test_lock_folder_that_is_a_symlink_is_refused(clean_env, monkeypatch):
+    monkeypatch.setenv("SPEED_GPU_COUNT", "1")
+    elsewhere = clean_env / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (clean_env / "locks").symlink_to(elsewhere)
+    with pytest.raises(gpu.LockDirError, match=r"locks is not a plain directory"):
+        gpu.claim_gpus(1, timeout=1)
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_lock_folder_writable_by_others_is_refused(clean_env, monkeypatch):
+    monkeypatch.setenv("SPEED_GPU_COUNT", "1")
+    locks = clean_env / "locks"
+    locks.mkdir()
+    locks.chmod(0o777)
+    with pytest.raises(gpu.LockDirError, match=r"locks is writable by group or others"):
+        gpu.claim_gpus(1, timeout=1)
+    assert list(locks.iterdir()) == []
+
+
+def test_lock_folder_of_another_user_is_refused(clean_env, monkeypatch):
+    monkeypatch.setenv("SPEED_GPU_COUNT", "1")
+    monkeypatch.setattr(gpu.os, "getuid", lambda: os.geteuid() + 1)
+    with pytest.raises(gpu.LockDirError, match=r"locks is owned by uid"):
+        gpu.claim_gpus(1, timeout=1)
+
+
+@pytest.mark.parametrize("runtime", [True, False], ids=["xdg-runtime-dir", "tempdir"])
+def test_default_lock_folder_is_private(clean_env, monkeypatch, runtime):
+    monkeypatch.setenv("SPEED_GPU_COUNT", "1")
+    monkeypatch.delenv("SPEED_GPU_LOCK_DIR")
+    monkeypatch.setattr(gpu.tempfile, "tempdir", str(clean_env))
+    (clean_env / "run").mkdir(mode=0o700)
+    if runtime:
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(clean_env / "run"))
+        expected = clean_env / "run" / "speed-gpus"
+    else:
+        monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+        expected = clean_env / f"speed-gpus-{os.getuid()}"
+    old = os.umask(0)  # the widest umask: the folder must still come out 0700
+    try:
+        assert gpu.claim_gpus(1) == ["0"]
+    finally:
+        os.umask(old)
+    assert gpu.lock_dir() == expected
+    assert expected.is_dir() and not expected.is_symlink()
+    assert stat.S_IMODE(expected.stat().st_mode) == 0o700
+    assert stat.S_IMODE((expected / "gpu0.lock").stat().st_mode) == 0o600
 
 
 def test_concurrent_jobs_never_share_a_device(tmp_path):
