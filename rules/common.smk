@@ -70,21 +70,3 @@ def planned_teacher_stages():
         for stage, plan in make_plan(config)["stages"].items()
     }
 
-
-def data_card_facts():
-    """What the data card says about the run's sources and models (rules/report.smk)."""
-    t, topics = config["teacher"], config["topics"]
-    return {
-        "run": config["run"],
-        "teacher": f"{t['model']} ({t['backend']} backend)",
-        "generators": f"junior, senior and revisor from {config['generation']['base']}",
-        "topics": f"{topics['n']} from {topics['source']} {topics['path'] or ''}".strip(),
-        "mix": ", ".join(f"{f} {w}" for f, w in config["prompts"]["mix"].items()),
-        "prompts": ", ".join(f"{p} {n}" for p, n in config["prompts"]["n"].items()),
-        "dedup": f"MinHash LSH, {config['corpus']['dedup']}",
-        "decontamination": (
-            f"{config['corpus']['decontamination']} against "
-            f"{', '.join(wf.decontamination_tasks(config)) or 'no evaluation sets'}"
-        ),
-        "embedding": f"{config['embedding']['kind']} {config['embedding']['base']}",
-    }

@@ -79,7 +79,9 @@ rule evaluate:
     input:
         unpack(eval_inputs),
     output:
-        f"{RUN}/eval/{{variant}}/scores.csv",
+        scores=f"{RUN}/eval/{{variant}}/scores.csv",
+        # mteb's own result files, in its ResultCache layout (docs/schemas.md)
+        mteb=directory(f"{RUN}/eval/{{variant}}/mteb"),
     wildcard_constraints:
         variant="|".join(re.escape(v) for v in ["base", *VARIANT_NAMES, *SCALED]),
     params:

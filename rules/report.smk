@@ -1,6 +1,8 @@
 # Reports (all on CPU, from finished artifacts): the teacher's cost from the ledgers, the data
 # card, the figures, and the scaling study. Figures and the card go into `snakemake --report`.
 
+from speed.report.data_card import data_card_facts
+
 LEDGERS = {
     "brainstorm": [f"{RUN}/ledger/brainstorm_{f}.jsonl" for f in BRAINSTORMED],
     "seed": [f"{RUN}/ledger/seed.jsonl"],
@@ -83,7 +85,7 @@ rule data_card:
         ),
     params:
         variants=config["corpus"]["variants"],
-        facts=data_card_facts(),
+        facts=data_card_facts(config),
     log:
         log_of("data_card"),
     threads: 1

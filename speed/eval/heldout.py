@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 from pathlib import Path
 
 import polars as pl
 
-from speed.io import atomic_dir
+from speed.io import atomic_dir, atomic_file
+
+log = logging.getLogger(__name__)
 
 
 def is_heldout(prompt_id: str, fraction: float, seed: int) -> bool:
@@ -25,6 +28,21 @@ def is_heldout(prompt_id: str, fraction: float, seed: int) -> bool:
 
 def heldout_mask(frame: pl.DataFrame, fraction: float, seed: int) -> pl.Series:
     return pl.Series([is_heldout(p, fraction, seed) for p in frame["prompt_id"].to_list()])
+
+
+def write_training_split(corpus: str, fraction: float, seed: int, out: str) -> int:
+    """The corpus minus its held-out prompts, to `out` (rule embedding_data); the rows kept."""
+    frame = pl.read_parquet(corpus)
+    train = frame.filter(~heldout_mask(frame, fraction, seed))
+    with atomic_file(out, "wb") as f:
+        train.write_parquet(f)
+    log.info(
+        "%d of %d records for training (%d held out)",
+        train.height,
+        frame.height,
+        frame.height - train.height,
+    )
+    return train.height
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:

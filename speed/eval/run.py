@@ -13,10 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,8 @@ from speed.eval.instructions import (
     query_prefix,
 )
 from speed.eval.local_tasks import local_task
+from speed.eval.summary import write_csv
+from speed.io import atomic_dir
 from speed.llm.fingerprint import fingerprint
 
 log = logging.getLogger(__name__)
@@ -182,6 +186,104 @@ def _main_score(result: Any, task: Any) -> float:
     return 100.0 * sum(values) / len(values)
 
 
+def model_identity(
+    model: str,
+    path: str,
+    st_model: Any,
+    model_name: str | None = None,
+    revision: str | None = None,
+    use_instructions: bool = False,
+) -> tuple[str, str, bool]:
+    """(name, revision, instructions?) under which mteb files the model's results."""
+    instructions = use_instructions or _has_trained_prompts(st_model)
+    name = model_name or (MINILM_NAME if model == MINILM else f"local/{Path(path).name}")
+    if "/" not in name:  # mteb requires "org/name"
+        name = f"local/{name}"
+    rev = revision or fingerprint(path) or "unknown"
+    if instructions:  # another prompt table is another model as far as the cache is concerned
+        rev = f"{rev}-instr{_instructions_digest()}"
+    return name, rev, instructions
+
+
+def _stale_tasks(
+    cache: Any, specs: Sequence[str], task_objs: list[Any], meta: Any
+) -> list[tuple[Any, bool]]:
+    """(task, stale?) per task: a cached result of other data (a local folder was rebuilt) is
+    stale; mteb data a task still has to compute is checked for before any encoding."""
+    plan = []
+    for spec, task in zip(specs, task_objs, strict=True):
+        cached = cache.load_task_result(task.metadata.name, meta)
+        stale = cached is not None and cached.dataset_revision != task.metadata.revision
+        if spec.startswith("mteb:") and (cached is None or stale):
+            ensure_data(task, spec)
+        plan.append((task, stale))
+    return plan
+
+
+def _score_task(
+    encoder: Any, task: Any, cache: Any, stale: bool, batch_size: int
+) -> dict[str, Any]:
+    """Evaluate one task (or reuse its cached result); its row of the scores table."""
+    import mteb
+
+    t0 = time.monotonic()
+    result = mteb.evaluate(
+        encoder,
+        task,
+        cache=cache,
+        overwrite_strategy="always" if stale else "only-missing",
+        encode_kwargs={"batch_size": batch_size, "show_progress_bar": True},
+        show_progress_bar=False,
+        co2_tracker=False,
+    )
+    score = _main_score(result.task_results[0], task)
+    elapsed = time.monotonic() - t0
+    log.info("%s: %s %.2f (%.0f s)", task.metadata.name, task.metadata.main_score, score, elapsed)
+    return {
+        "task": task.metadata.name,
+        "category": task.metadata.type,
+        "metric": task.metadata.main_score,
+        "score": score,
+    }
+
+
+@contextmanager
+def _cache_root(output_dir: str | Path | None) -> Iterator[Path]:
+    """`output_dir/mteb_cache` when given (kept between calls), else a temporary folder."""
+    if output_dir is not None:
+        yield Path(output_dir) / "mteb_cache"
+        return
+    with tempfile.TemporaryDirectory(prefix="speed-eval-") as tmp:
+        yield Path(tmp)
+
+
+def keep_results(cache: Any, meta: Any, task_names: Sequence[str], results_dir: str | Path) -> None:
+    """Copy this evaluation's files out of mteb's cache into `results_dir`, in the cache's own
+    layout (`results/<org>__<name>/<revision>/<Task>.json`, `model_meta.json` and the tasks'
+    lines of `run_settings.jsonl`), so `mteb.ResultCache(results_dir)` loads them. Atomic: a
+    failed copy leaves no folder."""
+    root = Path(cache.cache_path)
+    folder = Path(cache.get_task_result_path("_", meta)).parent  # the model's revision folder
+    with atomic_dir(results_dir) as tmp:
+        dest = tmp / folder.relative_to(root)
+        dest.mkdir(parents=True)
+        for name in task_names:
+            src = folder / f"{name}.json"
+            if not src.is_file():
+                raise RuntimeError(f"{name}: mteb wrote no result file at {src}")
+            shutil.copyfile(src, dest / src.name)
+        if (folder / "model_meta.json").is_file():
+            shutil.copyfile(folder / "model_meta.json", dest / "model_meta.json")
+        settings = folder / "run_settings.jsonl"
+        if settings.is_file():  # a kept cache may also hold other tasks' settings
+            lines = [
+                line
+                for line in settings.read_text().splitlines()
+                if line.strip() and json.loads(line).get("task") in task_names
+            ]
+            (dest / settings.name).write_text("".join(f"{x}\n" for x in lines))
+
+
 def evaluate_model(
     model: str,
     tasks: list[str],
@@ -190,27 +292,24 @@ def evaluate_model(
     revision: str | None = None,
     use_instructions: bool = False,
     batch_size: int = 32,
+    results_dir: str | Path | None = None,
 ) -> pl.DataFrame:
     """Score `model` (a folder, or `minilm`) on task specs; columns task, category, metric, score.
 
     The score is the task's mteb main score x 100. Queries get per-task instructions when the
     model was saved with prompts or `use_instructions` is set; otherwise texts go in as they are,
     at the model's own max_seq_length, as published MTEB scores were made. mteb's result cache
-    lives in `output_dir/mteb_cache` (or a temporary folder dropped afterwards).
+    lives in `output_dir/mteb_cache` (or a temporary folder dropped afterwards); `results_dir`
+    keeps this evaluation's mteb result files (keep_results).
     """
-    import mteb
     from sentence_transformers import SentenceTransformer
 
     task_objs = load_tasks(tasks)  # bad specs fail before the model loads
     path = resolve_model_path(model)
     st_model = SentenceTransformer(path)
-    instructions = use_instructions or _has_trained_prompts(st_model)
-    name = model_name or (MINILM_NAME if model == MINILM else f"local/{Path(path).name}")
-    if "/" not in name:  # mteb requires "org/name"
-        name = f"local/{name}"
-    rev = revision or fingerprint(path) or "unknown"
-    if instructions:  # another prompt table is another model as far as the cache is concerned
-        rev = f"{rev}-instr{_instructions_digest()}"
+    name, rev, instructions = model_identity(
+        model, path, st_model, model_name, revision, use_instructions
+    )
     per_query = {
         t.metadata.name: t.query_instructions
         for t in task_objs
@@ -218,48 +317,39 @@ def evaluate_model(
     }
     encoder = _encoder(st_model, name, rev, instructions, per_query)
     log.info("evaluating %s@%s (instructions=%s) on %d tasks", name, rev, instructions, len(tasks))
+    with _cache_root(output_dir) as root:
+        import mteb
 
-    tmp = None if output_dir is not None else tempfile.TemporaryDirectory(prefix="speed-eval-")
-    cache_root = Path(output_dir) / "mteb_cache" if output_dir is not None else Path(tmp.name)  # type: ignore[union-attr]
-    try:
-        cache = mteb.ResultCache(cache_path=cache_root)
-        plan = []
-        for spec, task in zip(tasks, task_objs, strict=True):
-            cached = cache.load_task_result(task.metadata.name, encoder.mteb_model_meta)
-            # same name but other data (a local folder was rebuilt): recompute
-            stale = cached is not None and cached.dataset_revision != task.metadata.revision
-            if spec.startswith("mteb:") and (cached is None or stale):
-                ensure_data(task, spec)  # all downloads checked before any encoding
-            plan.append((task, stale))
-        rows = []
-        for task, stale in plan:
-            t0 = time.monotonic()
-            result = mteb.evaluate(
-                encoder,
-                task,
-                cache=cache,
-                overwrite_strategy="always" if stale else "only-missing",
-                encode_kwargs={"batch_size": batch_size, "show_progress_bar": True},
-                show_progress_bar=False,
-                co2_tracker=False,
-            )
-            score = _main_score(result.task_results[0], task)
-            elapsed = time.monotonic() - t0
-            log.info(
-                "%s: %s %.2f (%.0f s)", task.metadata.name, task.metadata.main_score, score, elapsed
-            )
-            rows.append(
-                {
-                    "task": task.metadata.name,
-                    "category": task.metadata.type,
-                    "metric": task.metadata.main_score,
-                    "score": score,
-                }
-            )
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
-    return pl.DataFrame(
-        rows,
-        schema={"task": pl.String, "category": pl.String, "metric": pl.String, "score": pl.Float64},
+        cache = mteb.ResultCache(cache_path=root)
+        plan = _stale_tasks(cache, tasks, task_objs, encoder.mteb_model_meta)
+        rows = [_score_task(encoder, task, cache, stale, batch_size) for task, stale in plan]
+        if results_dir is not None:
+            names = [t.metadata.name for t in task_objs]
+            keep_results(cache, encoder.mteb_model_meta, names, results_dir)
+    return pl.DataFrame(rows, schema=dict.fromkeys(COLUMNS, pl.String) | {"score": pl.Float64})
+
+
+def evaluate_variant(
+    variant: str,
+    tasks: Sequence[str],
+    model: str | None,
+    base: str,
+    scores_csv: str | Path,
+    results_dir: str | Path,
+) -> pl.DataFrame:
+    """The workflow's evaluation of one variant (rule evaluate): its trained `model` folder, or
+    for `base` the untrained embedding base; scores to `scores_csv`, mteb's files to
+    `results_dir`. Trained models were trained with instructed queries, so they get them; the
+    base is scored as published."""
+    trained = variant != "base"
+    if trained and model is None:
+        raise ValueError(f"variant {variant}: no trained model folder to evaluate")
+    scores = evaluate_model(
+        model if trained else base,  # type: ignore[arg-type]
+        list(tasks),
+        model_name=f"speed/{variant}",
+        use_instructions=trained,
+        results_dir=results_dir,
     )
+    write_csv(scores, str(scores_csv))
+    return scores

@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import polars as pl
+
+from speed.io import atomic_file
+
+log = logging.getLogger(__name__)
 
 
 def nested_sample(frame: pl.DataFrame, fraction: float, seed: int) -> pl.DataFrame:
@@ -16,6 +21,16 @@ def nested_sample(frame: pl.DataFrame, fraction: float, seed: int) -> pl.DataFra
     n = round(frame.height * fraction)
     rank = pl.col("id").hash(seed=seed)
     return frame.sort(rank).head(n).sort("id")
+
+
+def write_scaling_subset(training: str, fraction: float, seed: int, out: str) -> int:
+    """The nested `fraction` of a training set, to `out` (rule scaling_data); the rows kept."""
+    frame = pl.read_parquet(training)
+    subset = nested_sample(frame, fraction, seed)
+    with atomic_file(out, "wb") as f:
+        subset.write_parquet(f)
+    log.info("%d of %d training records", subset.height, frame.height)
+    return subset.height
 
 
 def fit_log_linear(sizes: Sequence[int], scores: Sequence[float]) -> dict[str, float]:

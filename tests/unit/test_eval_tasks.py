@@ -215,6 +215,55 @@ def test_cache_is_keyed_by_content(tmp_path: Path) -> None:
     assert second == pytest.approx(-first, abs=1e-6)
 
 
+def test_mteb_results_are_kept_in_mteb_layout(tmp_path: Path) -> None:
+    """The workflow's evaluation keeps mteb's own files; mteb's result tools load them."""
+    import mteb
+    import polars as pl
+
+    from speed.eval.run import evaluate_variant
+
+    spec = f"local:{sts_folder(tmp_path / 'TinySTS')}"
+    csv, kept = tmp_path / "eval" / "scores.csv", tmp_path / "eval" / "mteb"
+    evaluate_variant("base", [spec], None, "minilm", csv, kept)
+    scores = pl.read_csv(csv)
+    assert scores["task"].to_list() == ["TinySTS"]
+    folder = next((kept / "results").iterdir())
+    assert folder.name == "speed__base"  # results/<org>__<name>/<revision>/<Task>.json
+    (revision,) = folder.iterdir()
+    assert sorted(p.name for p in revision.iterdir()) == [
+        "TinySTS.json",
+        "model_meta.json",
+        "run_settings.jsonl",
+    ]
+    results = mteb.ResultCache(kept).load_results(include_remote=False)
+    (model,) = results.model_results
+    assert (model.model_name, model.model_revision) == ("speed/base", revision.name)
+    (task,) = model.task_results
+    assert task.task_name == "TinySTS"
+    assert 100 * task.get_score() == pytest.approx(scores["score"][0], abs=1e-3)
+
+
+def test_kept_results_hold_only_this_evaluation(tmp_path: Path) -> None:
+    from speed.eval.run import evaluate_model
+
+    sts, pairs = sts_folder(tmp_path / "TinySTS"), pair_folder(tmp_path / "TinyPairs")
+    cache = tmp_path / "cache"  # a kept mteb cache that already holds another task
+    evaluate_model("minilm", [f"local:{sts}"], output_dir=cache, model_name="speed/x")
+    kept = tmp_path / "kept"
+    evaluate_model(
+        "minilm", [f"local:{pairs}"], output_dir=cache, model_name="speed/x", results_dir=kept
+    )
+    (revision,) = (kept / "results" / "speed__x").iterdir()
+    assert sorted(p.name for p in revision.iterdir()) == [
+        "TinyPairs.json",
+        "model_meta.json",
+        "run_settings.jsonl",
+    ]
+    settings = [json.loads(x) for x in (revision / "run_settings.jsonl").read_text().splitlines()]
+    assert [s["task"] for s in settings] == ["TinyPairs"]
+    assert not list(tmp_path.glob(".kept.tmp*"))  # built under a temp name, renamed
+
+
 def test_bad_specs_fail_fast() -> None:
     from speed.eval.run import load_tasks
 
