@@ -3,8 +3,10 @@
 An instruction-tuned embedder sees `Instruct: {instruction}\\nQuery: {text}` on the query side
 (stage 12); documents get no instruction. Symmetric tasks (STS, pair classification, clustering,
 classification) have no document side, so every input counts as a query there. The wording is
-our own, one line per task, for the 56 MTEB English datasets; other tasks fall back to a default
-for their category.
+our own, one line per task, for every task of MTEB(eng, v1) (the 56 datasets, with
+CQADupstack's 12 forums listed one by one for those who run them apart) and MTEB(eng, v2);
+other tasks fall back to a default for their category (tests keep every configured mteb task
+in the table).
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ CATEGORY_DEFAULTS: dict[str, str] = {
 }
 
 _STS = CATEGORY_DEFAULTS["STS"]
+
+
+def _cqa(forum: str) -> str:
+    return f"Given a {forum} StackExchange question, retrieve questions that duplicate it."
+
 
 TASK_INSTRUCTIONS: dict[str, str] = {
     # Classification (12)
@@ -89,6 +96,42 @@ TASK_INSTRUCTIONS: dict[str, str] = {
     "SciFact": "Given a scientific claim, retrieve paper abstracts that support or refute it.",
     "Touche2020": "Given a question on a controversial topic, retrieve arguments that answer it.",
     "TRECCOVID": "Given a question about COVID-19, retrieve scientific articles that answer it.",
+    # CQADupstack's forums, for runs that list them one by one
+    "CQADupstackAndroidRetrieval": _cqa("Android"),
+    "CQADupstackEnglishRetrieval": _cqa("English language and usage"),
+    "CQADupstackGamingRetrieval": _cqa("gaming"),
+    "CQADupstackGisRetrieval": _cqa("geographic information systems"),
+    "CQADupstackMathematicaRetrieval": _cqa("Mathematica"),
+    "CQADupstackPhysicsRetrieval": _cqa("physics"),
+    "CQADupstackProgrammersRetrieval": _cqa("software engineering"),
+    "CQADupstackStatsRetrieval": _cqa("statistics"),
+    "CQADupstackTexRetrieval": _cqa("TeX and LaTeX"),
+    "CQADupstackUnixRetrieval": _cqa("Unix and Linux"),
+    "CQADupstackWebmastersRetrieval": _cqa("webmaster"),
+    "CQADupstackWordpressRetrieval": _cqa("WordPress"),
+    # MTEB(eng, v2): new versions and hard-negative subsets of the tasks above
+    "ArXivHierarchicalClusteringP2P": (
+        "Find the arXiv category of a paper from its title and abstract."
+    ),
+    "ArXivHierarchicalClusteringS2S": "Find the arXiv category of a paper from its title.",
+    "BiorxivClusteringP2P.v2": "Find the bioRxiv category of a paper from its title and abstract.",
+    "MedrxivClusteringP2P.v2": "Find the medRxiv category of a paper from its title and abstract.",
+    "MedrxivClusteringS2S.v2": "Find the medRxiv category of a paper from its title.",
+    "StackExchangeClustering.v2": "Find the StackExchange site of a question from its title.",
+    "StackExchangeClusteringP2P.v2": "Find the StackExchange site of a post from its text.",
+    "TwentyNewsgroupsClustering.v2": "Find the newsgroup topic of the given news article.",
+    "ClimateFEVERHardNegatives": (
+        "Given a claim about climate change, retrieve passages that support or refute it."
+    ),
+    "FEVERHardNegatives": "Given a claim, retrieve Wikipedia passages that support or refute it.",
+    "HotpotQAHardNegatives": (
+        "Given a multi-hop question, retrieve Wikipedia passages needed to answer it."
+    ),
+    "Touche2020Retrieval.v3": (
+        "Given a question on a controversial topic, retrieve arguments that answer it."
+    ),
+    "STS22.v2": _STS,
+    "SummEvalSummarization.v2": CATEGORY_DEFAULTS["Summarization"],
     # STS (10): one shared instruction, as in E5
     "BIOSSES": _STS,
     "SICK-R": _STS,
