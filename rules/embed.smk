@@ -13,7 +13,8 @@ SCALING_POINTS = [*SCALED, SCALING["variant"]] if SCALED else []
 
 rule heldout_tasks:
     input:
-        f"{RUN}/corpus/{HELDOUT_FROM}.parquet",
+        corpus=f"{RUN}/corpus/{HELDOUT_FROM}.parquet",
+        prompts=f"{RUN}/prompts/synthesis.jsonl",  # the STS scores each prompt asked for
     output:
         directory(f"{RUN}/eval/heldout"),
     params:

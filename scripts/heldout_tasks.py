@@ -3,5 +3,7 @@ from speed.logs import setup_logging
 
 sm = snakemake  # noqa: F821
 log = setup_logging(sm.log[0])
-counts = write_heldout_tasks(sm.input[0], sm.params.fraction, sm.params.seed, sm.output[0])
+counts = write_heldout_tasks(
+    sm.input.corpus, sm.input.prompts, sm.params.fraction, sm.params.seed, sm.output[0]
+)
 log.info("held-out tasks: %s", counts)

@@ -50,39 +50,66 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def write_heldout_tasks(corpus: str, fraction: float, seed: int, out_dir: str) -> dict[str, int]:
-    """`out_dir/SyntheticRetrieval` (BEIR layout) and `out_dir/SyntheticSTS` (STS layout)."""
+def sts_scores(prompts: str | Path, prompt_ids: set[str]) -> dict[str, tuple[float, float]]:
+    """(high_score, low_score) that each STS prompt of `prompt_ids` asked for (its sampled
+    attributes), read line by line so a 1M-prompt file is never held whole."""
+    scores = {}
+    with open(prompts, encoding="utf-8") as f:
+        for line in f:
+            p = json.loads(line)
+            if p["id"] in prompt_ids and p["family"] == "sts":
+                a = p["attributes"]
+                scores[p["id"]] = (float(a["high_score"]), float(a["low_score"]))
+    return scores
+
+
+def _retrieval_task(held: pl.DataFrame, root: Path) -> int:
+    """BEIR layout: each query's positive is its one relevant document; negatives are
+    documents of the corpus that no query marks relevant."""
+    retrieval = held.filter(pl.col("family") == "retrieval").to_dicts()
+    corpus_rows, queries, qrels = [], [], ["query-id\tcorpus-id\tscore"]
+    for i, r in enumerate(retrieval):
+        corpus_rows.append({"_id": f"d{i}p", "title": "", "text": r["positive"]})
+        if r["negative"]:
+            corpus_rows.append({"_id": f"d{i}n", "title": "", "text": r["negative"]})
+        queries.append({"_id": f"q{i}", "text": r["query"], "instruction": r["instruction"]})
+        qrels.append(f"q{i}\td{i}p\t1")
+    _write_jsonl(root / "corpus.jsonl", corpus_rows)
+    _write_jsonl(root / "queries.jsonl", queries)
+    (root / "qrels").mkdir(parents=True, exist_ok=True)
+    (root / "qrels" / "test.tsv").write_text("\n".join(qrels) + "\n")
+    return len(queries)
+
+
+def _sts_task(held: pl.DataFrame, prompts: str | Path, seed: int, path: Path) -> int:
+    """Gold scores are what each prompt asked for on its 1-5 scale: S1~S2 its high score, S1~S3
+    its low score; S1 against another example's S2 is unrelated (1, the scale's bottom)."""
+    sts = held.filter(pl.col("family") == "sts").to_dicts()
+    asked = sts_scores(prompts, {r["prompt_id"] for r in sts})
+    rng = random.Random(seed)
+    pairs = []
+    for i, r in enumerate(sts):
+        high, low = asked[r["prompt_id"]]
+        pairs.append({"sentence1": r["query"], "sentence2": r["positive"], "score": high})
+        pairs.append({"sentence1": r["query"], "sentence2": r["negative"], "score": low})
+        if len(sts) > 1:
+            other = sts[(i + rng.randrange(1, len(sts))) % len(sts)]
+            pairs.append({"sentence1": r["query"], "sentence2": other["positive"], "score": 1.0})
+    _write_jsonl(path, pairs)
+    return len(pairs)
+
+
+def write_heldout_tasks(
+    corpus: str, prompts: str, fraction: float, seed: int, out_dir: str
+) -> dict[str, int]:
+    """`out_dir/SyntheticRetrieval` (BEIR layout) and `out_dir/SyntheticSTS` (STS layout) from
+    the held-out records of `corpus`; `prompts` (the synthesis prompts) gives the STS gold."""
     frame = pl.read_parquet(corpus)
     held = frame.filter(heldout_mask(frame, fraction, seed))
-    counts = {}
     with atomic_dir(out_dir) as tmp:
-        retrieval = held.filter(pl.col("family") == "retrieval").to_dicts()
-        corpus_rows, queries, qrels = [], [], ["query-id\tcorpus-id\tscore"]
-        for i, r in enumerate(retrieval):
-            corpus_rows.append({"_id": f"d{i}p", "title": "", "text": r["positive"]})
-            if r["negative"]:
-                corpus_rows.append({"_id": f"d{i}n", "title": "", "text": r["negative"]})
-            queries.append({"_id": f"q{i}", "text": r["query"], "instruction": r["instruction"]})
-            qrels.append(f"q{i}\td{i}p\t1")
-        root = Path(tmp) / "SyntheticRetrieval"
-        _write_jsonl(root / "corpus.jsonl", corpus_rows)
-        _write_jsonl(root / "queries.jsonl", queries)
-        (root / "qrels").mkdir(parents=True, exist_ok=True)
-        (root / "qrels" / "test.tsv").write_text("\n".join(qrels) + "\n")
-        counts["SyntheticRetrieval"] = len(queries)
-
-        # STS: S1~S2 asked for 4-5, S1~S3 for 2.5-3.5; S1 against another example's S2 ~ 0.
-        sts = held.filter(pl.col("family") == "sts").to_dicts()
-        rng = random.Random(seed)
-        pairs = []
-        for i, r in enumerate(sts):
-            pairs.append({"sentence1": r["query"], "sentence2": r["positive"], "score": 4.5})
-            pairs.append({"sentence1": r["query"], "sentence2": r["negative"], "score": 3.0})
-            if len(sts) > 1:
-                other = sts[(i + rng.randrange(1, len(sts))) % len(sts)]
-                pairs.append(
-                    {"sentence1": r["query"], "sentence2": other["positive"], "score": 0.0}
-                )
-        _write_jsonl(Path(tmp) / "SyntheticSTS" / "test.jsonl", pairs)
-        counts["SyntheticSTS"] = len(pairs)
-    return counts
+        return {
+            "SyntheticRetrieval": _retrieval_task(held, Path(tmp) / "SyntheticRetrieval"),
+            "SyntheticSTS": _sts_task(
+                held, prompts, seed, Path(tmp) / "SyntheticSTS" / "test.jsonl"
+            ),
+        }

@@ -48,6 +48,16 @@ ROWS = [
 ]  # fmt: skip
 
 
+# The synthesis prompts: the STS ones ask for their own high and low scores.
+ASKED = {1: (5.0, 2.5), 11: (4.0, 3.5), 17: (5.0, 2.5)}
+PROMPTS = [
+    {"id": f"synthesis-{i:06d}", "family": r["family"],
+     "attributes": dict(zip(("high_score", "low_score"), ASKED[i], strict=True))
+     if i in ASKED else {}}
+    for i, r in zip((0, 7, 1, 11, 12, 14, 17, 2), ROWS, strict=True)
+]  # fmt: skip
+
+
 def read_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -55,9 +65,11 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
 def test_heldout_tasks_hold_exactly_the_heldout_retrieval_and_sts_records(tmp_path):
     corpus = tmp_path / "v.parquet"
     pl.DataFrame(ROWS, schema=COLUMNS).write_parquet(corpus)
+    prompts = tmp_path / "synthesis.jsonl"
+    prompts.write_text("".join(json.dumps(p) + "\n" for p in PROMPTS))
     out = tmp_path / "heldout"
 
-    counts = write_heldout_tasks(str(corpus), 0.5, 7, str(out))
+    counts = write_heldout_tasks(str(corpus), str(prompts), 0.5, 7, str(out))
 
     assert counts == {"SyntheticRetrieval": 2, "SyntheticSTS": 6}
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
@@ -80,14 +92,14 @@ def test_heldout_tasks_hold_exactly_the_heldout_retrieval_and_sts_records(tmp_pa
     assert (retrieval / "qrels" / "test.tsv").read_text() == (
         "query-id\tcorpus-id\tscore\nq0\td0p\t1\nq1\td1p\t1\n"
     )
-    # S1~S2 4.5, S1~S3 3.0, S1 against the other example's S2 0.0
+    # S1~S2 and S1~S3: the scores the prompt asked for; S1 against the other example's S2: 1
     assert read_lines(out / "SyntheticSTS" / "test.jsonl") == [
-        {"sentence1": "a cat sat on a mat", "sentence2": "a cat was on a mat", "score": 4.5},
-        {"sentence1": "a cat sat on a mat", "sentence2": "a cat stood by a mat", "score": 3.0},
-        {"sentence1": "a cat sat on a mat", "sentence2": "the train departed", "score": 0.0},
-        {"sentence1": "the train left", "sentence2": "the train departed", "score": 4.5},
-        {"sentence1": "the train left", "sentence2": "the train arrived", "score": 3.0},
-        {"sentence1": "the train left", "sentence2": "a cat was on a mat", "score": 0.0},
+        {"sentence1": "a cat sat on a mat", "sentence2": "a cat was on a mat", "score": 4.0},
+        {"sentence1": "a cat sat on a mat", "sentence2": "a cat stood by a mat", "score": 3.5},
+        {"sentence1": "a cat sat on a mat", "sentence2": "the train departed", "score": 1.0},
+        {"sentence1": "the train left", "sentence2": "the train departed", "score": 5.0},
+        {"sentence1": "the train left", "sentence2": "the train arrived", "score": 2.5},
+        {"sentence1": "the train left", "sentence2": "a cat was on a mat", "score": 1.0},
     ]
     written = "".join(p.read_text() for p in out.rglob("*") if p.is_file())
     assert "trained on" not in written  # no record of a training prompt is evaluated
