@@ -14,6 +14,7 @@ rule junior:
         train=config["junior"],
         seed=config["seed"],
         checkpoints=f"{config['cache_dir']}/checkpoints",
+        card=wf.card_params(config, config["generation"]["base"], "junior"),
     log:
         log_of("junior"),
     threads: res("gpu", "threads")
@@ -124,6 +125,7 @@ rule senior:
         train=config["senior"],
         seed=config["seed"],
         checkpoints=f"{config['cache_dir']}/checkpoints",
+        card=wf.card_params(config, config["generation"]["base"], "senior"),
     log:
         log_of("senior"),
     threads: res("gpu", "threads")
@@ -146,6 +148,7 @@ rule revisor:
         train=config["revisor"],
         seed=config["seed"],
         checkpoints=f"{config['cache_dir']}/checkpoints",
+        card=wf.card_params(config, config["generation"]["base"], "revisor"),
     log:
         log_of("revisor"),
     threads: res("gpu", "threads")

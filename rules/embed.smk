@@ -65,6 +65,7 @@ rule embedding:
         train={k: v for k, v in EMBED.items() if k != "base"},
         seed=config["seed"],
         checkpoints=f"{config['cache_dir']}/checkpoints",
+        card=lambda wc: wf.card_params(config, name=wc.variant),
     log:
         log_of("embedding_{variant}"),
     threads: res("gpu", "threads")

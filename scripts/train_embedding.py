@@ -13,4 +13,5 @@ train_embedding(
     **sm.params.train,
     seed=sm.params.seed,
     log=log,
+    card=sm.params.card,
 )

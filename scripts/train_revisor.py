@@ -13,4 +13,5 @@ train_sft(
     sm.params.checkpoints,
     spec={**sm.params.train, "seed": sm.params.seed},
     log=log,
+    card=sm.params.card,
 )

@@ -16,4 +16,5 @@ train_dpo(
     beta=beta,
     spec={**train, "seed": sm.params.seed},
     log=log,
+    card=sm.params.card,
 )

@@ -43,6 +43,22 @@ def model_inputs(config: dict[str, Any], *names: str) -> list[str]:
     return [tiny_model_dir(config, n) for n in names if "tiny" in config["models"][n]]
 
 
+def card_params(
+    config: dict[str, Any], model: str | None = None, name: str | None = None
+) -> dict[str, Any]:
+    """A training rule's `card` params (speed.train.cards.CardFacts): the license, the trained
+    model's `name` in SPEED (junior, senior, revisor, an embedding variant) and, for a
+    generator, its configured base `model` (a name under `models:`) as its card names it: the
+    hub id or path as configured, or a tiny model's build folder (relative, so cards hold no
+    absolute path). An embedding card names `embedding.base` itself."""
+    out: dict[str, Any] = {"license": config["card"]["license"]}
+    if name is not None:
+        out["name"] = name
+    if model is not None:
+        out["base_model"] = model_path(config, model)
+    return out
+
+
 def local_engine_options(config: dict[str, Any], engine: str) -> dict[str, Any]:
     opts = dict(config["backends"][engine])
     opts["seed"] = config["seed"]

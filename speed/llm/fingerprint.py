@@ -3,8 +3,10 @@
 A folder's identity hashes the relative paths and full SHA-256 digests of its counted files and
 nothing else (no sampling, no sizes or times, no absolute path): a moved or copied folder keeps
 it, and a change to any byte of a counted file changes it. Counted is every file except logs
-(`*.log`), `metrics.json`, paths containing "checkpoint", hidden files and folders
-(`.snakemake_timestamp`, `hf download`'s `.cache/`, temp files) and the manifest itself.
+(`*.log`), `metrics.json`, the model card (`README.md` at the folder's root: it describes the
+model without changing its outputs, so rewording a card keeps every cache key), paths containing
+"checkpoint", hidden files and folders (`.snakemake_timestamp`, `hf download`'s `.cache/`, temp
+files) and the manifest itself.
 
 Hashing 16 GB of weights takes 10 s or more (SHA-256 runs at about 1.3 GB/s per core; see
 benchmarks/fingerprint.py), so the digests are kept in a manifest, `speed_digest.json` at the
@@ -41,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = "speed_digest.json"
+CARD = "README.md"  # the model card (speed.train.cards)
 _VERSION = 1
 _STATS = ("size", "mtime_ns", "ctime_ns")
 _CLOCK_WAIT_S = 3.0  # longest wait for the filesystem clock to pass the newest ctime
@@ -48,7 +51,7 @@ _THREADS = min(4, os.cpu_count() or 1)  # hashlib releases the GIL: shards hash 
 
 
 def _counted(rel: str) -> bool:
-    if rel == MANIFEST or any(part.startswith(".") for part in rel.split("/")):
+    if rel in (MANIFEST, CARD) or any(part.startswith(".") for part in rel.split("/")):
         return False
     return not (rel.endswith((".log", "metrics.json")) or "checkpoint" in rel)
 

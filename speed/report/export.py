@@ -30,6 +30,7 @@ from speed.report.data_card import (
     scores_table,
     sources_section,
 )
+from speed.train import cards
 from speed.workflow import VARIANT_SOURCES
 
 log = logging.getLogger(__name__)
@@ -170,28 +171,41 @@ def dataset_card(run_dir: Path, variant: str, schema: Any, rows: int, license: s
 
 
 def model_scores(card: str, run: str, variant: str, scores: Mapping[str, pl.DataFrame]) -> str:
-    """The model card with a section on the SPEED run it was trained in and its scores."""
+    """The model card with the SPEED run it was trained in and its scores: in the scores block
+    of a SPEED card (speed.train.cards, which the training job left without scores), else as a
+    section at the end (a folder from elsewhere)."""
     lines = [
-        "## SPEED training data and scores",
-        "",
         f"Trained on the `{variant}` corpus of SPEED run `{run}` (the dataset exported with "
-        "this model, minus its held-out prompts).",
+        "this model, minus its held-out prompts)."
     ]
     if scores:
         lines += ["", "mteb main scores x100, the untrained base beside it:", ""]
         lines += scores_table(scores)
-    return card.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"
+    if cards.SCORES_BEGIN in card:
+        return cards.put_scores(card, "\n".join(lines))
+    head = ["## SPEED training data and scores", ""]
+    return card.rstrip("\n") + "\n\n" + "\n".join(head + lines) + "\n"
 
 
-def write_model(run_dir: Path, variant: str, dest: Path) -> None:
-    """embedding/<variant>/ copied as it is, its README.md model card extended with scores."""
+def trained_license(run_dir: Path, variant: str) -> str | None:
+    """The license on the trained model's SPEED card (the run's `card.license`), if any; a
+    card from elsewhere (no scores block) says nothing about this run."""
+    readme = run_dir / "embedding" / variant / cards.CARD_NAME
+    card = readme.read_text() if readme.is_file() else ""
+    return cards.split_card(card)[0].get("license") if cards.SCORES_BEGIN in card else None
+
+
+def write_model(run_dir: Path, variant: str, dest: Path, license: str | None = None) -> None:
+    """embedding/<variant>/ copied as it is, its README.md model card given the scores (and
+    `license`, where one is given)."""
     src = run_dir / "embedding" / variant
     if not (src / "config.json").is_file() and not (src / "modules.json").is_file():
         raise FileNotFoundError(f"{src}: no trained embedding model (pass --no-model to skip)")
     shutil.copytree(src, dest)
-    readme = dest / "README.md"
+    readme = dest / cards.CARD_NAME
     card = readme.read_text() if readme.is_file() else _MINIMAL_MODEL_CARD
-    readme.write_text(model_scores(card, run_dir.name, variant, _scores(run_dir, variant)))
+    card = model_scores(card, run_dir.name, variant, _scores(run_dir, variant))
+    readme.write_text(cards.set_license(card, license) if license else card)
 
 
 _MINIMAL_MODEL_CARD = """---
@@ -208,11 +222,13 @@ def export_run(
     run_dir: str | Path,
     variant: str,
     to: str | Path,
-    license: str = "other",
+    license: str | None = None,
     model: bool = True,
     overwrite: bool = False,
 ) -> Path:
-    """Write the export folder `to` (built under a temporary name, renamed when complete)."""
+    """Write the export folder `to` (built under a temporary name, renamed when complete).
+    `license`: both cards'; None keeps the trained model card's (the run's `card.license`)
+    and gives the dataset card the same, or `other`."""
     run_dir, to = Path(run_dir), Path(to)
     corpus = run_dir / "corpus" / f"{variant}.parquet"
     if not corpus.is_file():
@@ -221,9 +237,10 @@ def export_run(
         raise FileExistsError(f"{to} is not empty (pass --overwrite to replace it)")
     with atomic_dir(to) as tmp:
         schema, rows = write_data(corpus, tmp / DATA_FILE)
-        (tmp / "README.md").write_text(dataset_card(run_dir, variant, schema, rows, license))
+        data_license = license or trained_license(run_dir, variant) or cards.DEFAULT_LICENSE
+        (tmp / "README.md").write_text(dataset_card(run_dir, variant, schema, rows, data_license))
         if model:
-            write_model(run_dir, variant, tmp / "model")
+            write_model(run_dir, variant, tmp / "model", license)
     log.info("exported %s rows of %s/%s to %s", rows, run_dir.name, variant, to)
     return to
 
@@ -233,7 +250,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("run_dir", type=Path, help="the run's folder, e.g. results/tiny")
     ap.add_argument("variant", help="a corpus variant of the run, e.g. speed")
     ap.add_argument("--to", required=True, type=Path, help="the folder to write")
-    ap.add_argument("--license", default="other", help="the cards' license (default: other)")
+    ap.add_argument(
+        "--license",
+        help="the cards' license (default: the trained model card's, from the run's "
+        "card.license, else other)",
+    )
     ap.add_argument("--no-model", action="store_true", help="export the dataset only")
     ap.add_argument("--overwrite", action="store_true", help="replace a non-empty --to folder")
     args = ap.parse_args(argv)

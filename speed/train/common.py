@@ -1,4 +1,6 @@
-"""What SFT and DPO share: the training spec, resumable checkpoint folders, merged outputs.
+"""What SFT and DPO share: the training spec, resumable checkpoint folders, merged outputs, and
+the one flow both run (`train_merged`: key the checkpoints, train or resume, save the merged
+model with its metrics and model card atomically, drop the checkpoints if asked).
 
 Checkpoints live outside the declared output (under the cache dir): Snakemake deletes a rule's
 outputs before it reruns the job, so checkpoints inside them could never be resumed from.
@@ -11,13 +13,14 @@ import json
 import logging
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from speed.io import atomic_file
-from speed.llm.fingerprint import write_digest
+from speed.io import atomic_dir, atomic_file
+from speed.llm.fingerprint import fingerprint, write_digest
+from speed.train.cards import write_card
 
 # Spec fields that change how often things are written, not which weights come out: they stay
 # out of the checkpoint identity, so changing them resumes instead of starting over.
@@ -217,4 +220,42 @@ def write_metrics(
     with atomic_file(Path(out_dir) / "metrics.json") as f:
         json.dump(metrics, f, indent=2, default=str)
         f.write("\n")
+    return metrics
+
+
+def train_merged(
+    kind: str,
+    model: str,
+    rows: list[dict[str, Any]],
+    spec: TrainSpec,
+    make_trainer: Callable[[Path], Any],
+    out_dir: str | Path,
+    checkpoint_root: str | Path,
+    log: logging.Logger,
+    *,
+    identity: Sequence[Any] = (),
+    summary: Callable[[Any], dict[str, Any]] | None = None,
+    card: Callable[[dict[str, Any]], str] | None = None,
+) -> dict[str, Any]:
+    """The flow SFT and DPO share. Checkpoints go to a folder under `checkpoint_root` keyed by
+    `kind`, the fingerprint of `model` (the one trained from), the digest of `rows` (what is
+    trained on), further `identity` parts and the spec; `make_trainer(checkpoint folder)` builds
+    the trainer, which trains or resumes from the newest complete checkpoint there. Then, in one
+    atomic `out_dir`: the merged model and tokenizer, metrics.json (`kind`, `summary(trainer)`,
+    the checkpoint folder, the spec) and the model card `card(metrics)`. Returns the metrics."""
+    ckpt = checkpoint_dir(
+        checkpoint_root, kind, fingerprint(model), data_digest(rows), *identity, spec.identity()
+    )
+    trainer = make_trainer(ckpt)
+    resumed = run_trainer(trainer, ckpt, log)
+    extra = summary(trainer) if summary is not None else {}
+    fields_ = {"kind": kind, **extra, "checkpoints": str(ckpt), "spec": asdict(spec)}
+    with atomic_dir(out_dir) as tmp:
+        merge_and_save(
+            trainer.accelerator.unwrap_model(trainer.model), trainer.processing_class, tmp
+        )
+        metrics = write_metrics(tmp, trainer, resumed, fields_)
+        if card is not None:
+            write_card(tmp, card(metrics))
+    finish(spec, ckpt, log)
     return metrics

@@ -10,21 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from speed.io import atomic_dir
-from speed.llm.fingerprint import fingerprint
-from speed.train.common import (
-    TrainSpec,
-    checkpoint_dir,
-    data_digest,
-    finish,
-    merge_and_save,
-    run_trainer,
-    write_metrics,
-)
+from speed.train.cards import CardFacts, generator_card
+from speed.train.common import TrainSpec, train_merged
 
 _log = logging.getLogger(__name__)
 PAIR_KEYS = ("prompt", "chosen", "rejected")
@@ -74,45 +64,32 @@ def train_dpo(
     spec: TrainSpec | Mapping[str, Any] | None = None,
     log: logging.Logger | None = None,
     callbacks: list[Any] | None = None,
+    card: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """DPO of `policy_model` (the merged junior, also the reference) on preference `pairs`;
-    write the merged senior, tokenizer and metrics.json to `out_dir` (atomically). Checkpoints
-    and resume as in train_sft, keyed by the policy's fingerprint, the pairs, beta and the spec.
-    Returns the metrics."""
+    write the merged senior, tokenizer, metrics.json and the model card to `out_dir`
+    (atomically; `card` as in train_sft: its base_model is the junior's base, else
+    `policy_model`). Checkpoints and resume as in train_sft, keyed by the policy's fingerprint,
+    the pairs, beta and the spec. Returns the metrics."""
     log = log or _log
     spec = TrainSpec.of(spec)
     if not pairs:
         raise ValueError("no DPO pairs")
-    ckpt = checkpoint_dir(
-        checkpoint_root,
+    facts = CardFacts.of(card, policy_model)
+    metrics = train_merged(
         "dpo",
-        fingerprint(policy_model),
-        data_digest([{k: p[k] for k in PAIR_KEYS} for p in pairs]),
-        beta,
-        spec.identity(),
+        policy_model,
+        [{k: p[k] for k in PAIR_KEYS} for p in pairs],
+        spec,
+        lambda ckpt: dpo_trainer(policy_model, pairs, ckpt, beta, spec, callbacks),
+        out_dir,
+        checkpoint_root,
+        log,
+        identity=(beta,),
+        summary=lambda trainer: _summary(trainer, len(pairs)),
+        card=lambda m: generator_card(facts, "dpo", spec, m, beta=m["beta"]),
     )
-    trainer = dpo_trainer(policy_model, pairs, ckpt, beta, spec, callbacks)
-    resumed = run_trainer(trainer, ckpt, log)
-    steps = [h for h in trainer.state.log_history if "rewards/margins" in h]
-    last = {k: steps[-1].get(k) for k in DPO_KEYS} if steps else {}
-    with atomic_dir(out_dir) as tmp:
-        merge_and_save(
-            trainer.accelerator.unwrap_model(trainer.model), trainer.processing_class, tmp
-        )
-        metrics = write_metrics(
-            tmp,
-            trainer,
-            resumed,
-            {
-                "kind": "dpo",
-                "pairs": len(pairs),
-                "beta": trainer.args.beta,  # as the trainer saw it
-                "last": last,
-                "checkpoints": str(ckpt),
-                "spec": asdict(spec),
-            },
-        )
-    finish(spec, ckpt, log)
+    last = metrics["last"]
     log.info(
         "DPO done: %d steps, last margin %s, accuracy %s",
         metrics["global_step"],
@@ -120,3 +97,11 @@ def train_dpo(
         last.get("rewards/accuracies"),
     )
     return metrics
+
+
+def _summary(trainer: Any, pairs: int) -> dict[str, Any]:
+    """metrics.json's DPO fields: the pair count, beta as the trainer saw it, and the last
+    logged value of each diagnostic."""
+    steps = [h for h in trainer.state.log_history if "rewards/margins" in h]
+    last = {k: steps[-1].get(k) for k in DPO_KEYS} if steps else {}
+    return {"pairs": pairs, "beta": trainer.args.beta, "last": last}

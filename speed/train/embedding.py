@@ -27,7 +27,9 @@ Output folder (`out_dir`, written atomically): a plain SentenceTransformer folde
 weights, tokenizer, ...) that loads with `SentenceTransformer(out_dir)`, plus
 - speed_embedding.json: {"query_format", "kind", "temperature", "max_length", "single_instruction"}
 - training_curve.json: [{"step", "epoch", "loss", "learning_rate", "grad_norm"}, ...]
-- metrics.json: summary + the Trainer's log history.
+- metrics.json: summary + the Trainer's log history;
+- README.md: the model card, sentence-transformers' own (made offline) with its timings,
+  versions and per-process logs cut and a SPEED section added (speed.train.cards).
 
 How a consumer must encode:
 - queries: `model.encode([cfg["query_format"].format(instruction=task, query=q)])`, the per-task
@@ -46,11 +48,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
 from speed.io import atomic_dir, atomic_file
 from speed.llm.fingerprint import fingerprint, write_digest
+from speed.train import cards
+from speed.train.cards import CardFacts
 from speed.train.common import checkpoint_dir, run_trainer, write_metrics
 
 _log = logging.getLogger(__name__)
@@ -62,6 +68,56 @@ Kind = Literal["encoder", "decoder"]
 # Only the text modality: a tokenizer with a chat template would otherwise make the Transformer
 # module route every plain string through that template ("message" modality).
 _TEXT_ONLY = {"text": {"method": "forward", "method_output_name": "last_hidden_state"}}
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    """Hyper-parameters of one embedding training (the `embedding:` config keys but `base`)."""
+
+    kind: Kind = "encoder"
+    query_format: str = DEFAULT_QUERY_FORMAT
+    temperature: float = 0.02
+    batch_size: int = 2048  # E5-mistral; SPEED used 1536
+    mini_batch_size: int = 64  # memory, not math: the loss is the same for any value
+    learning_rate: float = 1e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    epochs: float = 1.0
+    max_steps: int = -1
+    max_length: int = 512
+    lora_r: int = 16  # the decoder kind only
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    seed: int = 0
+    dtype: str = "float32"
+    bf16: bool = False
+    save_steps: int = 50  # checkpoint cadence: not part of the identity
+
+    @classmethod
+    def of(cls, params: Mapping[str, Any]) -> EmbeddingSpec:
+        unknown = set(params) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown embedding training parameters: {sorted(unknown)}")
+        return cls(**params)
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that decides the weights (the checkpoint folder's key)."""
+        ident = {k: v for k, v in asdict(self).items() if k != "save_steps"}
+        for key in ("lora_r", "lora_alpha", "lora_dropout"):
+            del ident[key]
+        lora = [self.lora_r, self.lora_alpha, self.lora_dropout]
+        return {**ident, "lora": lora if self.kind == "decoder" else None}
+
+    def trainer_kwargs(self) -> dict[str, Any]:
+        """embedding_trainer's keyword arguments."""
+        keys = ("temperature", "batch_size", "mini_batch_size", "learning_rate", "warmup_steps")
+        keys += ("weight_decay", "epochs", "max_steps", "seed", "save_steps", "bf16")
+        return {k: getattr(self, k) for k in keys}
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """build_model's keyword arguments."""
+        keys = ("lora_r", "lora_alpha", "lora_dropout", "dtype")
+        return {k: getattr(self, k) for k in keys}
 
 
 def minilm_path() -> str:
@@ -268,134 +324,41 @@ def _curve(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def train_embedding(
-    corpus: str,
+    corpus: str | Path,
     base: str,
     out_dir: str | Path,
     checkpoint_root: str | Path,
     *,
-    kind: Kind = "encoder",
-    query_format: str = DEFAULT_QUERY_FORMAT,
-    temperature: float = 0.02,
-    batch_size: int = 2048,  # E5-mistral; SPEED used 1536
-    mini_batch_size: int = 64,  # memory, not math: the loss is the same for any value
-    learning_rate: float = 1e-4,
-    warmup_steps: int = 100,
-    weight_decay: float = 0.1,
-    epochs: float = 1.0,
-    max_steps: int = -1,
-    max_length: int = 512,
-    lora_r: int = 16,
-    lora_alpha: int = 32,
-    lora_dropout: float = 0.05,
-    seed: int = 0,
-    dtype: str = "float32",
-    bf16: bool = False,
-    save_steps: int = 50,
     log: logging.Logger | None = None,
+    card: Mapping[str, Any] | None = None,
+    **params: Any,
 ) -> dict[str, Any]:
     """Train an embedding model on the corpus parquet; write it to `out_dir` (see the module
-    docstring for the folder and for how to encode). Checkpoints go under `checkpoint_root` in a
-    folder keyed by the corpus content, the base model and every weight-deciding parameter; a
+    docstring for the folder and for how to encode). `params`: EmbeddingSpec fields; `card`: the
+    rule's card params (speed.train.cards.CardFacts). Checkpoints go under `checkpoint_root` in
+    a folder keyed by the corpus content, the base model and every weight-deciding parameter; a
     rerun resumes from the newest complete one. Returns the metrics."""
     log = log or _log
-    datasets = load_datasets(corpus, query_format)
+    spec = EmbeddingSpec.of(params)
+    datasets = load_datasets(corpus, spec.query_format)
     if not datasets:
         raise ValueError(f"no training records in {corpus}")
-    params = {
-        "kind": kind,
-        "query_format": query_format,
-        "temperature": temperature,
-        "batch_size": batch_size,
-        "mini_batch_size": mini_batch_size,
-        "learning_rate": learning_rate,
-        "warmup_steps": warmup_steps,
-        "weight_decay": weight_decay,
-        "epochs": epochs,
-        "max_steps": max_steps,
-        "max_length": max_length,
-        "lora": [lora_r, lora_alpha, lora_dropout] if kind == "decoder" else None,
-        "seed": seed,
-        "dtype": dtype,
-        "bf16": bf16,
-    }
     base_path = minilm_path() if base == "minilm" else base
     ckpt = checkpoint_dir(
-        checkpoint_root, "embedding", fingerprint(base_path), _file_digest(corpus), params
+        checkpoint_root, "embedding", fingerprint(base_path), _file_digest(corpus), spec.identity()
     )
-    model = build_model(
-        base,
-        kind,
-        max_length,
-        lora_r=lora_r,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        dtype=dtype,
-    )
-    trainer = embedding_trainer(
-        model,
-        datasets,
-        ckpt,
-        temperature=temperature,
-        batch_size=batch_size,
-        mini_batch_size=mini_batch_size,
-        learning_rate=learning_rate,
-        warmup_steps=warmup_steps,
-        weight_decay=weight_decay,
-        epochs=epochs,
-        max_steps=max_steps,
-        seed=seed,
-        save_steps=save_steps,
-        bf16=bf16,
-    )
+    model = build_model(base, spec.kind, spec.max_length, **spec.model_kwargs())
+    trainer = embedding_trainer(model, datasets, ckpt, **spec.trainer_kwargs())
+    counts = {k: len(v) for k, v in datasets.items()}
     log.info(
-        "embedding training: %s %s, %s, scale %.1f",
-        kind,
-        base,
-        {k: len(v) for k, v in datasets.items()},
-        trainer.loss.scale,
+        "embedding training: %s %s, %s, scale %.1f", spec.kind, base, counts, trainer.loss.scale
     )
     resumed = run_trainer(trainer, ckpt, log)
-
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if kind == "decoder":
-        merge_lora(model)
-    prefix = _single_instruction_prefix(corpus, query_format)
-    model.prompts = {"query": prefix or "", "document": ""}
-    model.default_prompt_name = None
-    config = {
-        "query_format": query_format,
-        "kind": kind,
-        "temperature": temperature,
-        "max_length": max_length,
-        "single_instruction": prefix is not None,
-    }
-    curve = _curve(trainer.state.log_history)
-    train_stats = next((h for h in reversed(trainer.state.log_history) if "train_runtime" in h), {})
+    model, prefix = _trained_model(trainer, spec, corpus)
+    facts = CardFacts.of(card, cards.MINILM_ID if base == "minilm" else base)
+    summary = _summary(trainer, base, counts, ckpt, spec)
     with atomic_dir(out_dir) as tmp:
-        model.save(str(tmp), create_model_card=False)
-        if kind == "decoder":
-            _check_eos(tmp)
-        with atomic_file(tmp / CONFIG_NAME) as f:
-            json.dump(config, f, indent=2)
-        with atomic_file(tmp / CURVE_NAME) as f:
-            json.dump(curve, f, indent=1)
-        metrics = write_metrics(
-            tmp,
-            trainer,
-            resumed,
-            {
-                **config,
-                "base": base,
-                "examples": {k: len(v) for k, v in datasets.items()},
-                "loss_scale": trainer.loss.scale,
-                "min_loss": min((c["loss"] for c in curve), default=None),
-                "train_runtime_s": train_stats.get("train_runtime"),
-                "train_samples_per_second": train_stats.get("train_samples_per_second"),
-                "checkpoints": str(ckpt),
-                "params": params,
-            },
-        )
-        write_digest(tmp)  # after the last counted file
+        metrics = _save(tmp, model, trainer, resumed, spec, prefix, summary, facts)
     log.info(
         "embedding done: %d steps, loss %s -> %s",
         metrics["global_step"],
@@ -403,6 +366,87 @@ def train_embedding(
         metrics["last_loss"],
     )
     return metrics
+
+
+def _trained_model(trainer: Any, spec: EmbeddingSpec, corpus: str | Path) -> tuple[Any, str | None]:
+    """The trained SentenceTransformer, LoRA merged, its query prompt set: the single
+    instruction's filled prefix, if the corpus has one (returned too), else ""."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if spec.kind == "decoder":
+        merge_lora(model)
+    prefix = _single_instruction_prefix(corpus, spec.query_format)
+    model.prompts = {"query": prefix or "", "document": ""}
+    model.default_prompt_name = None
+    return model, prefix
+
+
+def _config(spec: EmbeddingSpec, prefix: str | None) -> dict[str, Any]:
+    """speed_embedding.json: what a consumer needs to encode queries as in training."""
+    return {
+        "query_format": spec.query_format,
+        "kind": spec.kind,
+        "temperature": spec.temperature,
+        "max_length": spec.max_length,
+        "single_instruction": prefix is not None,
+    }
+
+
+def _summary(
+    trainer: Any, base: str, counts: dict[str, int], ckpt: Path, spec: EmbeddingSpec
+) -> dict[str, Any]:
+    """metrics.json's fields besides the Trainer's (speed_embedding.json's are added on save)."""
+    history = trainer.state.log_history
+    train_stats = next((h for h in reversed(history) if "train_runtime" in h), {})
+    return {
+        "base": base,
+        "examples": counts,
+        "loss_scale": trainer.loss.scale,
+        "min_loss": min((c["loss"] for c in _curve(history)), default=None),
+        "train_runtime_s": train_stats.get("train_runtime"),
+        "train_samples_per_second": train_stats.get("train_samples_per_second"),
+        "checkpoints": str(ckpt),
+        "params": spec.identity(),
+    }
+
+
+def _save(
+    tmp: Path,
+    model: Any,
+    trainer: Any,
+    resumed: int | None,
+    spec: EmbeddingSpec,
+    prefix: str | None,
+    summary: dict[str, Any],
+    facts: CardFacts,
+) -> dict[str, Any]:
+    """The output folder's files, built in `tmp`; the digest manifest last (after the last
+    counted file). Returns the metrics."""
+    library_card = _save_model(model, tmp, facts)
+    if spec.kind == "decoder":
+        _check_eos(tmp)
+    config = _config(spec, prefix)
+    with atomic_file(tmp / CONFIG_NAME) as f:
+        json.dump(config, f, indent=2)
+    with atomic_file(tmp / CURVE_NAME) as f:
+        json.dump(_curve(trainer.state.log_history), f, indent=1)
+    metrics = write_metrics(tmp, trainer, resumed, {**config, **summary})
+    cards.write_card(tmp, cards.embedding_card(facts, spec, metrics, prefix, library_card))
+    write_digest(tmp)
+    return metrics
+
+
+def _save_model(model: Any, folder: Path, facts: CardFacts) -> str | None:
+    """Save the SentenceTransformer with sentence-transformers' own model card, made offline
+    (no hub lookup: the base is set here, not resolved); returns that card's text, or None
+    where the library could not make one (it logs why and writes none)."""
+    data = model.model_card_data
+    data.model_name = f"SPEED embedding model ({facts.name})" if facts.name else None
+    data.license = facts.license
+    if facts.base_model and not Path(facts.base_model).exists():  # a hub id, not a folder
+        data.base_model = facts.base_model
+    model.save(str(folder), create_model_card=True)
+    readme = folder / cards.CARD_NAME
+    return readme.read_text() if readme.is_file() else None
 
 
 def _check_eos(model_dir: Path) -> None:

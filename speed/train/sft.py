@@ -13,21 +13,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from speed.io import atomic_dir
-from speed.llm.fingerprint import fingerprint
-from speed.train.common import (
-    TrainSpec,
-    checkpoint_dir,
-    data_digest,
-    finish,
-    merge_and_save,
-    run_trainer,
-    write_metrics,
-)
+from speed.train.cards import CardFacts, generator_card
+from speed.train.common import TrainSpec, train_merged
 
 _log = logging.getLogger(__name__)
 
@@ -72,37 +62,31 @@ def train_sft(
     spec: TrainSpec | Mapping[str, Any] | None = None,
     log: logging.Logger | None = None,
     callbacks: list[Any] | None = None,
+    card: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune `base_model` on `examples`; write the merged model, tokenizer and metrics.json
-    to `out_dir` (atomically). Checkpoints go to a folder under `checkpoint_root` keyed by the
-    base model's fingerprint, the examples and the spec; a rerun resumes from the newest one.
+    """Fine-tune `base_model` on `examples`; write the merged model, tokenizer, metrics.json and
+    the model card (README.md; `card`: the rule's card params, speed.train.cards.CardFacts) to
+    `out_dir` (atomically). Checkpoints go to a folder under `checkpoint_root` keyed by the base
+    model's fingerprint, the examples and the spec; a rerun resumes from the newest one.
     Returns the metrics."""
     log = log or _log
     spec = TrainSpec.of(spec)
     if not examples:
         raise ValueError("no SFT examples")
     rows = [{"messages": e["messages"]} for e in examples]  # what is trained on, no more
-    ckpt = checkpoint_dir(
-        checkpoint_root, "sft", fingerprint(base_model), data_digest(rows), spec.identity()
+    facts = CardFacts.of(card, base_model)
+    metrics = train_merged(
+        "sft",
+        base_model,
+        rows,
+        spec,
+        lambda ckpt: sft_trainer(base_model, rows, ckpt, spec, callbacks),
+        out_dir,
+        checkpoint_root,
+        log,
+        summary=lambda _: {"examples": len(examples)},
+        card=lambda m: generator_card(facts, "sft", spec, m),
     )
-    trainer = sft_trainer(base_model, rows, ckpt, spec, callbacks)
-    resumed = run_trainer(trainer, ckpt, log)
-    with atomic_dir(out_dir) as tmp:
-        merge_and_save(
-            trainer.accelerator.unwrap_model(trainer.model), trainer.processing_class, tmp
-        )
-        metrics = write_metrics(
-            tmp,
-            trainer,
-            resumed,
-            {
-                "kind": "sft",
-                "examples": len(examples),
-                "checkpoints": str(ckpt),
-                "spec": asdict(spec),
-            },
-        )
-    finish(spec, ckpt, log)
     log.info(
         "SFT done: %d steps, loss %s -> %s",
         metrics["global_step"],

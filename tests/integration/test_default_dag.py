@@ -309,3 +309,24 @@ def test_killed_shard_resumes_from_the_cache(run, tmp_path):
     total, cached = map(int, re.findall(r"(\d+) samples: (\d+) cached", log.read_text())[-1])
     assert committed <= cached < total
     assert len(read_jsonl(out(run, "synth", "raw", "senior", "0.jsonl"))) == total
+
+
+def test_every_trained_model_folder_has_a_model_card(run):
+    """junior, senior, revisor and every embedding variant: a README.md whose YAML front matter
+    parses and names the configured base model and license (speed.train.cards)."""
+    from speed.train.cards import MINILM_ID, split_card
+
+    config = yaml.safe_load((run / "config" / "config.yaml").read_text())
+    generator_base = f"results/tiny/models/tiny/{config['generation']['base']}"
+    embedding_base = MINILM_ID if config["embedding"]["base"] == "minilm" else None
+    folders = {out(run, "models", m): (m, generator_base) for m in ("junior", "senior", "revisor")}
+    variants = sorted(p for p in out(run, "embedding").iterdir() if p.is_dir())
+    assert {p.name for p in variants} == {"speed", "speed@0.5"}
+    folders |= {p: (p.name, embedding_base or config["embedding"]["base"]) for p in variants}
+    for folder, (name, base) in folders.items():
+        text = (folder / "README.md").read_text()
+        meta, body = split_card(text)
+        assert meta["base_model"] == base, folder
+        assert meta["license"] == config["card"]["license"] and "speed" in meta["tags"]
+        assert name in body.split("\n## ", 1)[0], (folder, body[:200])  # named in its title
+        assert str(run) not in text  # no absolute path

@@ -193,6 +193,7 @@ def test_decoder_last_token_lora(decoder_out, tiny_models):
 def test_decoder_rerun_resumes(decoder_out, corpus, tiny_models):
     out, ckpt_root, first = decoder_out
     before = (out / "model.safetensors").read_bytes()
+    card = (out / "README.md").read_bytes()
     shutil.rmtree(out)
     args = {**FAST, "max_steps": 3}
     again = train_embedding(
@@ -201,6 +202,7 @@ def test_decoder_rerun_resumes(decoder_out, corpus, tiny_models):
     assert again["resumed_from_step"] == 3 and again["global_step"] == 3
     assert again["checkpoints"] == first["checkpoints"]
     assert (out / "model.safetensors").read_bytes() == before
+    assert (out / "README.md").read_bytes() == card  # the model card is deterministic too
 
 
 def test_single_instruction_sets_query_prompt(tiny_models, tmp_path):

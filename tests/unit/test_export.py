@@ -4,6 +4,7 @@ sentence-transformers as a user would after `huggingface-cli download`."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -234,3 +235,41 @@ def test_size_and_task_categories() -> None:
         "1M<n<10M",
     ]
     assert task_categories(["sts", "p2p"]) == ["sentence-similarity"]
+
+
+def test_a_speed_model_card_gets_the_scores_in_its_block_and_lends_its_license(
+    run: Path, tmp_path: Path
+) -> None:
+    """A model trained by the workflow (speed.train.embedding, with its SPEED card): the export
+    fills the card's scores block and, with no --license, keeps the run's card.license on both
+    cards."""
+    from speed.train import cards
+    from speed.train.embedding import train_embedding
+    from tests.unit.test_embedding_train import MINILM, write_corpus
+
+    trained = shutil.copytree(run, tmp_path / "fake")
+    shutil.rmtree(trained / "embedding" / "speed")
+    corpus = write_corpus(tmp_path / "corpus.parquet")
+    card = {"name": "speed", "license": "cc-by-4.0"}
+    train_embedding(
+        str(corpus), "minilm", trained / "embedding" / "speed", tmp_path / "ckpt", card=card,
+        **MINILM,
+    )  # fmt: skip
+    before = (trained / "embedding" / "speed" / "README.md").read_text()
+    assert "holds no scores yet" in before
+    proc = export(trained, tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    meta, body = front_matter(tmp_path / "out" / "model" / "README.md")
+    assert meta["license"] == "cc-by-4.0" and meta["base_model"] == cards.MINILM_ID
+    assert front_matter(tmp_path / "out" / "README.md")[0]["license"] == "cc-by-4.0"
+    assert "holds no scores yet" not in body and body.count(cards.SCORES_BEGIN) == 1
+    block = body.split(cards.SCORES_BEGIN)[1].split(cards.SCORES_END)[0]
+    assert "`speed` corpus of SPEED run `fake`" in block
+    assert "| TinySTS | STS | cosine_spearman | 71.25 | 83.50 |" in block
+    assert "## SPEED training data and scores" not in body  # not appended a second time
+    assert body.index(cards.SCORES_BEGIN) < body.index("## Model Details")  # in the SPEED part
+    # the trained folder's own card is untouched; --license overrides both cards
+    assert (trained / "embedding" / "speed" / "README.md").read_text() == before
+    assert export(trained, tmp_path / "mit", "--license", "mit").returncode == 0
+    assert front_matter(tmp_path / "mit" / "model" / "README.md")[0]["license"] == "mit"
+    assert front_matter(tmp_path / "mit" / "README.md")[0]["license"] == "mit"

@@ -124,7 +124,7 @@ def test_the_manifest_is_not_trusted_when_a_listed_file_is_missing(tmp_path):
     assert missing != ident and missing == _streamed(folder)
 
 
-def test_logs_metrics_checkpoints_and_hidden_files_do_not_count(tmp_path, hashed):
+def test_logs_metrics_cards_checkpoints_and_hidden_files_do_not_count(tmp_path, hashed):
     folder = _model(tmp_path / "m")
     ident = write_digest(folder)
     (folder / "train.log").write_text("step 1")
@@ -132,8 +132,10 @@ def test_logs_metrics_checkpoints_and_hidden_files_do_not_count(tmp_path, hashed
     (folder / "checkpoint-5").mkdir()
     (folder / "checkpoint-5" / "optimizer.pt").write_bytes(b"x")
     (folder / ".snakemake_timestamp").touch()
+    (folder / "README.md").write_text("---\nbase_model: x\n---\n# a card\n")
     hashed.clear()
     assert fingerprint(folder) == ident and hashed == []
+    assert _streamed(folder) == ident  # recomputed from scratch: still not counted
 
 
 def test_a_corrupt_manifest_is_replaced(tmp_path):
