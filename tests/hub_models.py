@@ -23,6 +23,8 @@ import json
 from importlib import resources
 from pathlib import Path
 
+from speed.models.tiny import train_byte_bpe
+
 SHAPES = ("qwen2", "llama3", "mistral")
 HUGE_MAX_LENGTH = int(1e30)  # what a tokenizer_config.json says when its author set no limit
 
@@ -47,33 +49,12 @@ LLAMA_SPECIALS = [
 ]
 
 
-def _corpus() -> list[str]:
-    text = resources.files("speed.assets").joinpath("tokenizer_corpus.txt").read_text()
-    return text.splitlines()
-
-
-def _byte_bpe(specials: list[str], vocab_size: int) -> object:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_corpus(), trainer=trainer)
-    return tok
-
-
 def qwen2_tokenizer(vocab_size: int = 2048):
     """Byte-level BPE, no BOS, pad = eos = <|endoftext|>, ChatML without generation markers."""
     from transformers import PreTrainedTokenizerFast
 
     return PreTrainedTokenizerFast(
-        tokenizer_object=_byte_bpe(QWEN_SPECIALS, vocab_size),
+        tokenizer_object=train_byte_bpe(QWEN_SPECIALS, vocab_size),
         eos_token="<|endoftext|>",
         pad_token="<|endoftext|>",
         chat_template=CHATML,
@@ -86,7 +67,7 @@ def llama3_tokenizer(vocab_size: int = 2048):
     from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
-    tok = _byte_bpe(LLAMA_SPECIALS, vocab_size)
+    tok = train_byte_bpe(LLAMA_SPECIALS, vocab_size)
     bos = "<|begin_of_text|>"
     tok.post_processor = processors.TemplateProcessing(
         single=f"{bos} $A",

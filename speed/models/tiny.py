@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from speed.llm.fingerprint import write_digest
 
@@ -32,20 +33,27 @@ def shipped_corpus() -> str:
     return resources.files("speed.assets").joinpath("tokenizer_corpus.txt").read_text()
 
 
-def build_tokenizer(out_dir: str | Path, vocab_size: int) -> None:
+def train_byte_bpe(special_tokens: list[str], vocab_size: int) -> Any:
+    """A byte-level BPE trained on the shipped corpus: every byte stays encodable."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte stays encodable
+        special_tokens=special_tokens,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(shipped_corpus().splitlines(), trainer=trainer)
+    return tok
+
+
+def build_tokenizer(out_dir: str | Path, vocab_size: int) -> None:
+    from transformers import PreTrainedTokenizerFast
+
+    tok = train_byte_bpe(SPECIAL_TOKENS, vocab_size)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<|begin|>",
