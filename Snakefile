@@ -14,6 +14,7 @@ configfile: "config/config.yaml"
 validate(config, "config/schema.yaml")
 
 from speed import workflow as wf  # noqa: E402
+from speed.llm import knobs  # noqa: E402
 from speed.llm.budget import ENV_VAR, budget_env  # noqa: E402
 
 RUN = wf.run_dir(config)
@@ -25,6 +26,9 @@ if config["scaling"]["fractions"] and SCALING_VARIANT not in config["corpus"]["v
     )
 # The teacher budget guards paid calls without being a rule param: raising it reruns nothing.
 os.environ[ENV_VAR] = budget_env(RUN, config["teacher"]["budget"])
+# So do the backend settings that change no output (speed/llm/knobs.py): batch sizes, KV cache,
+# eager mode, tensor parallelism, the OpenAI transport and the Batch API's polling.
+os.environ[knobs.ENV_VAR] = knobs.knobs_env(wf.knobs(config))
 
 report: "docs/report/workflow.rst"
 

@@ -7,6 +7,7 @@ rule junior:
         seed=f"{RUN}/teacher/seed.jsonl",
         prompts=f"{RUN}/prompts/seed.jsonl",
         base=wf.model_inputs(config, config["generation"]["base"]),
+        chat_template=config["generation"]["chat_template"] or [],
     output:
         directory(f"{RUN}/models/junior"),
     params:
@@ -141,6 +142,7 @@ rule revisor:
     input:
         revisions=rules.revise.output.revisions,
         base=wf.model_inputs(config, config["generation"]["base"]),
+        chat_template=config["generation"]["chat_template"] or [],
     output:
         directory(f"{RUN}/models/revisor"),
     params:

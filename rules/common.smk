@@ -60,13 +60,3 @@ def eval_inputs(wc):
         inputs["model"] = f"{RUN}/embedding/{wc.variant}"
     return inputs
 
-
-def planned_teacher_stages():
-    """The plan's calls and tokens per teacher stage, for the cost report (rules/report.smk)."""
-    from speed.plan import make_plan
-
-    return {
-        stage: {k: v for k, v in plan.items() if k in ("calls", "tokens")}
-        for stage, plan in make_plan(config)["stages"].items()
-    }
-

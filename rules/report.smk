@@ -1,6 +1,7 @@
 # Reports (all on CPU, from finished artifacts): the teacher's cost from the ledgers, the data
 # card, the figures, and the scaling study. Figures and the card go into `snakemake --report`.
 
+from speed.plan import planned_teacher_stages
 from speed.report.data_card import data_card_facts
 
 LEDGERS = {
@@ -24,7 +25,7 @@ rule cost_report:
         ledgers=LEDGERS,
         variants=config["corpus"]["variants"],
         price=wf.teacher_price(config),
-        planned=planned_teacher_stages(),
+        planned=planned_teacher_stages(config),
     log:
         log_of("cost_report"),
     threads: 1

@@ -2,7 +2,8 @@
 # Every model call goes through the cached, ledgered LLM layer; each teacher job takes one unit
 # of the global `teacher_api` resource, which caps concurrent API jobs.
 
-BRAINSTORMED = ["retrieval", "classification", "s2s", "p2p"]
+from speed.prompts.families import BRAINSTORMED
+
 PURPOSES = list(config["prompts"]["n"])
 
 

@@ -2,7 +2,7 @@ import json
 
 from speed.gpu import claim_gpus
 from speed.logs import setup_logging
-from speed.smoke import run_smoke
+from speed.stages.smoke import run_smoke
 
 sm = snakemake  # noqa: F821
 log = setup_logging(sm.log[0])

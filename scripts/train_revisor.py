@@ -14,4 +14,5 @@ train_sft(
     spec={**sm.params.train, "seed": sm.params.seed},
     log=log,
     card=sm.params.card,
+    chat_template=sm.input.get("chat_template") or None,  # generation.chat_template, if set
 )

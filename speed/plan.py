@@ -147,60 +147,22 @@ def _data_stage(
 
 def make_plan(config: dict[str, Any]) -> dict[str, Any]:
     """The plan of a validated config, as plain data (what `speed-plan --json` prints)."""
-    prompts, mix = config["prompts"], config["prompts"]["mix"]
     price = teacher_price(config)
-    lengths = measure_families(prompts["max_field_chars"], config["seed"])
-    n = prompts["n"]
+    lengths = measure_families(config["prompts"]["max_field_chars"], config["seed"])
+    n, mix = config["prompts"]["n"], config["prompts"]["mix"]
     variants = list(config["corpus"]["variants"])
-    stages: dict[str, TeacherStage] = {}
-
-    # Brainstorm: one call per (topic, family); the answer is a list of short task lines.
-    topic = "Arts/Movies/Genres/Documentary"
-    bs = config["brainstorm"]
-    bs_prompt = fmean(
-        _message_tokens(brainstorm_messages(f, topic, bs["list_size"])) for f in BRAINSTORMED
-    )
-    bs_completion = min(bs["max_tokens"], bs["list_size"] * (TASK_WORDS * TOKENS_PER_WORD + 4))
-    stages["brainstorm"] = _stage(
-        config["topics"]["n"] * len(BRAINSTORMED), bs_prompt, bs_completion, price
-    )
-
+    stages = {"brainstorm": _brainstorm_stage(config, price)}
     stages["seed"], seed_counts = _data_stage(
         n["seed"], mix, lengths, config["seed_data"]["max_tokens"], price
     )
-
-    # Judge and revise see the junior's candidates: as long as the examples the prompt asks for.
-    cand_counts = family_counts(n["candidates"], mix)
-    k, cand_max = config["candidates"]["k"], config["candidates"]["max_tokens"]
-    judge_overhead = _message_tokens(judge_messages("", [""] * k))
-    revise_overhead = _message_tokens(revise_messages("", ""))
-    judge_prompt = revise_prompt = revise_completion = 0.0
-    for family, count in cand_counts.items():
-        draft = min(lengths[family].example, cand_max)
-        request = lengths[family].request_chars / CHARS_PER_TOKEN
-        judge_prompt += count * (judge_overhead + request + k * draft)
-        revise_prompt += count * (revise_overhead + request + draft)
-        revise_completion += count * (
-            min(config["revise"]["max_tokens"], draft + _reason_tokens(config["revise"]))
-        )
-    per_list = max(n["candidates"], 1)
-    judge_completion = min(config["judge"]["max_tokens"], _reason_tokens(config["judge"]) + 12)
-    stages["judge"] = _stage(n["candidates"], judge_prompt / per_list, judge_completion, price)
-    stages["revise"] = _stage(
-        n["candidates"], revise_prompt / per_list, revise_completion / per_list, price
-    )
+    stages["judge"], stages["revise"] = _align_stages(config, lengths, price)
     teacher_only_counts = None
     if "teacher_only" in variants:
         stages["teacher_only"], teacher_only_counts = _data_stage(
             n["teacher_only"], mix, lengths, config["synthesis"]["sampling"]["max_tokens"], price
         )
-
-    speed_calls = sum(stages[s].calls for s in ("seed", "judge", "revise"))
-    raw = n["synthesis"]
-    sources = [VARIANT_SOURCES[v] for v in variants if v in VARIANT_SOURCES]
-    generators = sorted({generator for generator, _ in sources})
-    revised = sorted({generator for generator, is_revised in sources if is_revised})
-    shards = config["synthesis"]["shards"]
+    k = config["candidates"]["k"]
+    synthesis = _synthesis(config, variants)
     return {
         "run": config["run"],
         "teacher": {
@@ -213,39 +175,104 @@ def make_plan(config: dict[str, Any]) -> dict[str, Any]:
         "total": _total(stages.values()),
         "examples": {
             "seed": seed_counts,
-            "candidates": {f: c * k for f, c in cand_counts.items()},
-            "synthesis": family_counts(raw, mix),
+            "candidates": {f: c * k for f, c in family_counts(n["candidates"], mix).items()},
+            "synthesis": family_counts(n["synthesis"], mix),
             **({"teacher_only": teacher_only_counts} if teacher_only_counts else {}),
         },
-        "synthesis": {
-            "raw_examples": raw,
-            "generators": generators,
-            "revised_generators": revised,
-            "generated": raw * len(generators),
-            "revisions": raw * len(revised),
-            "per_family": family_counts(raw, mix),
+        "synthesis": synthesis,
+        "comparison": _comparison(stages, n["synthesis"]),
+        "jobs": gpu_jobs(config, synthesis["generators"], synthesis["revised_generators"]),
+        "shards": config["synthesis"]["shards"],
+        "assumptions": _assumptions(),
+    }
+
+
+def _brainstorm_stage(config: dict[str, Any], price: dict[str, float]) -> TeacherStage:
+    """One call per (topic, family); the answer is a list of short task lines."""
+    topic = "Arts/Movies/Genres/Documentary"
+    bs = config["brainstorm"]
+    prompt = fmean(
+        _message_tokens(brainstorm_messages(f, topic, bs["list_size"])) for f in BRAINSTORMED
+    )
+    completion = min(bs["max_tokens"], bs["list_size"] * (TASK_WORDS * TOKENS_PER_WORD + 4))
+    return _stage(config["topics"]["n"] * len(BRAINSTORMED), prompt, completion, price)
+
+
+def _align_stages(
+    config: dict[str, Any], lengths: dict[str, FamilyLengths], price: dict[str, float]
+) -> tuple[TeacherStage, TeacherStage]:
+    """Judge and revise. They see the junior's candidates: as long as the examples the prompt
+    asks for, k of them per judge prompt, one per revise prompt."""
+    n = config["prompts"]["n"]["candidates"]
+    k, cand_max = config["candidates"]["k"], config["candidates"]["max_tokens"]
+    judge_overhead = _message_tokens(judge_messages("", [""] * k))
+    revise_overhead = _message_tokens(revise_messages("", ""))
+    judge_prompt = revise_prompt = revise_completion = 0.0
+    for family, count in family_counts(n, config["prompts"]["mix"]).items():
+        draft = min(lengths[family].example, cand_max)
+        request = lengths[family].request_chars / CHARS_PER_TOKEN
+        judge_prompt += count * (judge_overhead + request + k * draft)
+        revise_prompt += count * (revise_overhead + request + draft)
+        revise_completion += count * (
+            min(config["revise"]["max_tokens"], draft + _reason_tokens(config["revise"]))
+        )
+    per_list = max(n, 1)
+    judge_completion = min(config["judge"]["max_tokens"], _reason_tokens(config["judge"]) + 12)
+    return (
+        _stage(n, judge_prompt / per_list, judge_completion, price),
+        _stage(n, revise_prompt / per_list, revise_completion / per_list, price),
+    )
+
+
+def _synthesis(config: dict[str, Any], variants: list[str]) -> dict[str, Any]:
+    """What the generators write: raw examples per generator, and which of them are revised."""
+    raw = config["prompts"]["n"]["synthesis"]
+    sources = [VARIANT_SOURCES[v] for v in variants if v in VARIANT_SOURCES]
+    generators = sorted({generator for generator, _ in sources})
+    revised = sorted({generator for generator, is_revised in sources if is_revised})
+    return {
+        "raw_examples": raw,
+        "generators": generators,
+        "revised_generators": revised,
+        "generated": raw * len(generators),
+        "revisions": raw * len(revised),
+        "per_family": family_counts(raw, config["prompts"]["mix"]),
+    }
+
+
+def _comparison(stages: dict[str, TeacherStage], raw: int) -> dict[str, Any]:
+    """SPEED's teacher calls against one teacher call per example of the same raw corpus."""
+    speed_calls = sum(stages[s].calls for s in ("seed", "judge", "revise"))
+    return {
+        "speed_teacher_calls": speed_calls,
+        "speed_teacher_calls_with_brainstorm": speed_calls + stages["brainstorm"].calls,
+        "all_teacher_calls_same_size": raw,
+        "ratio": round(speed_calls / raw, 4) if raw else None,
+    }
+
+
+def _assumptions() -> dict[str, Any]:
+    """What the token estimates rest on, and how far they are known to be off."""
+    return {
+        "chars_per_token": CHARS_PER_TOKEN,
+        "tokens_per_word": TOKENS_PER_WORD,
+        "brainstorm_calls": "topics.n x 4 families (fewer if the source has fewer topics)",
+        "token_error": {
+            "stages": ["seed", "revise"],
+            "relative": TOKEN_ERROR,
+            "judge_over_by_up_to": JUDGE_TOKENS_OVER,
+            "basis": "config/paper.yaml against the paper's reported tokens (seed 10M, "
+            "judge 12M, revise 10M); judge prompts count all k candidates at full length; "
+            "brainstorm and teacher_only not checked",
         },
-        "comparison": {
-            "speed_teacher_calls": speed_calls,
-            "speed_teacher_calls_with_brainstorm": speed_calls + stages["brainstorm"].calls,
-            "all_teacher_calls_same_size": raw,
-            "ratio": round(speed_calls / raw, 4) if raw else None,
-        },
-        "jobs": gpu_jobs(config, generators, revised),
-        "shards": shards,
-        "assumptions": {
-            "chars_per_token": CHARS_PER_TOKEN,
-            "tokens_per_word": TOKENS_PER_WORD,
-            "brainstorm_calls": "topics.n x 4 families (fewer if the source has fewer topics)",
-            "token_error": {
-                "stages": ["seed", "revise"],
-                "relative": TOKEN_ERROR,
-                "judge_over_by_up_to": JUDGE_TOKENS_OVER,
-                "basis": "config/paper.yaml against the paper's reported tokens (seed 10M, "
-                "judge 12M, revise 10M); judge prompts count all k candidates at full length; "
-                "brainstorm and teacher_only not checked",
-            },
-        },
+    }
+
+
+def planned_teacher_stages(config: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """The plan's calls and tokens per teacher stage, for the cost report (rules/report.smk)."""
+    return {
+        stage: {k: v for k, v in plan.items() if k in ("calls", "tokens")}
+        for stage, plan in make_plan(config)["stages"].items()
     }
 
 

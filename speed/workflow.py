@@ -59,15 +59,48 @@ def card_params(
     return out
 
 
+# Backend settings that change no output (config/README.md says why, key by key): they reach
+# jobs through SPEED_KNOBS (`knobs`), never a rule param or a cache key, so changing one reruns
+# nothing. Every other `backends.<engine>` key is a param: a key added to the schema and not
+# listed here reruns what it touches, the safe side (tests/unit/test_knobs.py makes every key
+# of the schema be classed as one or the other).
+ENGINE_KNOBS: dict[str, tuple[str, ...]] = {
+    "vllm": ("kv_cache_gib", "max_lora_rank", "enforce_eager", "tensor_parallel_size"),
+    "transformers": ("batch_size",),
+}
+# ... and those that decide outputs: rule params, and part of the backend's identity.
+ENGINE_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "vllm": ("dtype", "max_model_len"),
+    "transformers": ("dtype",),
+}
+OPENAI_KNOBS = ("max_concurrency", "max_attempts", "timeout_s")  # teacher.openai
+OPENAI_OPTIONS = ("base_url", "api_key_env", "response_format")  # teacher.openai, as params
+BATCH_KNOBS = ("completion_window", "poll_s", "max_requests")  # teacher.openai.batch
+
+
 def local_engine_options(config: dict[str, Any], engine: str) -> dict[str, Any]:
-    opts = dict(config["backends"][engine])
+    """The engine settings that decide outputs (dtype, context length) and the run's seed."""
+    names = ENGINE_KNOBS[engine]
+    opts = {k: v for k, v in config["backends"][engine].items() if k not in names}
     opts["seed"] = config["seed"]
     return opts
 
 
+def knobs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Backend kind -> the knobs of the config (speed.llm.knobs), for SPEED_KNOBS."""
+    out = {
+        engine: {k: v for k, v in config["backends"][engine].items() if k in names}
+        for engine, names in ENGINE_KNOBS.items()
+    }
+    o = config["teacher"]["openai"]
+    out["openai"] = {k: o[k] for k in OPENAI_KNOBS if k in o}
+    out["openai_batch"] = {k: v for k, v in o.get("batch", {}).items() if k in BATCH_KNOBS}
+    return out
+
+
 def teacher_spec(config: dict[str, Any]) -> dict[str, Any]:
-    """Everything that decides the teacher's outputs; the API key itself never appears here,
-    only the name of the variable that holds it."""
+    """Everything that decides the teacher's outputs (its knobs are in `knobs`); the API key
+    itself never appears here, only the name of the variable that holds it."""
     t = config["teacher"]
     if t["backend"] == "openai":
         o = t["openai"]
@@ -76,12 +109,7 @@ def teacher_spec(config: dict[str, Any]) -> dict[str, Any]:
             "name": t["model"],
             "model": t["model"],
             "options": {
-                "base_url": o["base_url"],
-                "api_key_env": o["api_key_env"],
-                "max_concurrency": o["max_concurrency"],
-                "max_attempts": o["max_attempts"],
-                "timeout_s": o["timeout_s"],
-                "response_format": o["response_format"],
+                **{k: o[k] for k in OPENAI_OPTIONS},
                 **({"batch": batch_options(config)} if uses_batch_api(config) else {}),
             },
         }
@@ -99,13 +127,8 @@ def uses_batch_api(config: dict[str, Any]) -> bool:
 
 
 def batch_options(config: dict[str, Any]) -> dict[str, Any]:
-    b = config["teacher"]["openai"]["batch"]
-    return {
-        "state_dir": str(Path(config["cache_dir"]) / "openai-batches"),
-        "completion_window": b["completion_window"],
-        "poll_s": b["poll_s"],
-        "max_requests": b["max_requests"],
-    }
+    """Where the Batch API's records live; its knobs (BATCH_KNOBS) are no param."""
+    return {"state_dir": str(Path(config["cache_dir"]) / "openai-batches")}
 
 
 def teacher_price(config: dict[str, Any]) -> dict[str, float]:

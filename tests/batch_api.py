@@ -7,6 +7,10 @@ error}` lines) so OpenAIBatchBackend runs unchanged against it, while every answ
 the real model. Two knobs stand for what the real service does slowly or rarely: `hold` keeps
 batches in progress until released, `expire_after` answers only that many lines of a batch and
 marks the rest expired, as OpenAI does when the completion window passes.
+
+With tests/openai_contract.py as its upstream, each line is checked by OpenAI's rules too: the
+batch forwards the key it was created with, and a refused line comes back in the error file
+with its status and OpenAI's error body, as the real Batch API returns it.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class LocalBatchAPI:
         self.upstream = upstream.rstrip("/")
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict[str, Any]] = {}
+        self._auth: dict[str, str] = {}  # batch id -> the Authorization it was created with
         self.hold = threading.Event()  # set: batches wait in progress
         self.expire_after: int | None = None
         self._ids = itertools.count(1)
@@ -73,7 +78,8 @@ class LocalBatchAPI:
         while self.hold.is_set():
             time.sleep(0.1)
         lines = self.input_lines(batch["id"])
-        with httpx.Client(timeout=300) as client, ThreadPoolExecutor(4) as pool:
+        auth = {"Authorization": self._auth.get(batch["id"], "")}
+        with httpx.Client(timeout=300, headers=auth) as client, ThreadPoolExecutor(4) as pool:
             entries = list(pool.map(lambda nl: self._answer(client, *nl), enumerate(lines)))
         out = [e for e in entries if e["response"] and e["response"]["status_code"] == 200]
         err = [e for e in entries if e not in out]
@@ -122,6 +128,7 @@ class LocalBatchAPI:
                 "request_counts": {"total": 0, "completed": 0, "failed": 0},
             }
             self.batches[batch["id"]] = batch
+            self._auth[batch["id"]] = request.headers.get("authorization", "")
             threading.Thread(target=self._run, args=(batch,), daemon=True).start()
             return batch
 

@@ -104,7 +104,9 @@ def _validated(
     """Training records of the rows that parse and pass the checks; the others counted."""
     records = []
     for row in rows:
-        checked = check_text(row["family"], row["text"])
+        checked = check_text(
+            row["family"], row["text"], row.get("max_chars"), row.get("finish_reason")
+        )
         if checked.fields is None:
             drops[f"invalid: {checked.reason}"] += 1
             continue
@@ -186,72 +188,105 @@ def assemble(
     Rows stream through in chunks of CHUNK_ROWS: each chunk is parsed, validated, deduplicated
     against everything kept before it, decontaminated, and kept as a polars frame, so only
     one chunk's Python objects are alive at a time (plus the dedup and diversity state)."""
-    drops: Counter[str] = Counter({"near duplicate": 0})
-    if eval_index is not None and len(eval_index):
-        drops["contaminated"] = 0
-    per_family_in: Counter[str] = Counter()
-    decontaminated: Counter[str] = Counter()
-    exact, near = ExactDuplicates(), NearDuplicates(dedup_threshold, shingle_size)
-    diversity = Diversity()
-    parts: list[pl.DataFrame] = []
-    n_in = n_deduped = n_out = 0
+    assembly = _Assembly(variant, min_words, max_words, dedup_threshold, shingle_size, eval_index)
     rows = iter(rows)
     while chunk := list(islice(rows, CHUNK_ROWS)):
-        n_in += len(chunk)
-        per_family_in.update(row["family"] for row in chunk)
-        records = _validated(chunk, min_words, max_words, drops)
-        del chunk
+        records = assembly.validate(chunk)
+        del chunk  # the raw rows are not needed past validation
+        assembly.add(records)
+    return assembly.finish()
+
+
+class _Assembly:
+    """One corpus being assembled: the drop counts, the dedup and diversity state carried from
+    chunk to chunk, and the kept records as polars frames."""
+
+    def __init__(
+        self,
+        variant: str,
+        min_words: int,
+        max_words: int,
+        dedup_threshold: float,
+        shingle_size: int,
+        eval_index: EvalIndex | None,
+    ) -> None:
+        self.variant, self.min_words, self.max_words = variant, min_words, max_words
+        self.eval_index = eval_index if eval_index is not None and len(eval_index) else None
+        self.drops: Counter[str] = Counter({"near duplicate": 0})
+        if self.eval_index is not None:
+            self.drops["contaminated"] = 0
+        self.per_family_in: Counter[str] = Counter()
+        self.decontaminated: Counter[str] = Counter()
+        self.exact: ExactDuplicates | None = ExactDuplicates()
+        self.near: NearDuplicates | None = NearDuplicates(dedup_threshold, shingle_size)
+        self.diversity = Diversity()
+        self.parts: list[pl.DataFrame] = []
+        self.n_in = self.n_deduped = self.n_out = 0
+
+    def validate(self, chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self.n_in += len(chunk)
+        self.per_family_in.update(row["family"] for row in chunk)
+        return _validated(chunk, self.min_words, self.max_words, self.drops)
+
+    def add(self, records: list[dict[str, Any]]) -> None:
+        """Dedup, decontaminate and keep one chunk's validated records."""
         query_words = [words(r["query"]) for r in records]
         positive_words = [words(r["positive"]) for r in records]
+        kept = self._dedup(query_words, positive_words)
+        if self.eval_index is not None:
+            known = {"query": query_words, "positive": positive_words}
+            bad = _contaminated(records, kept, known, self.eval_index)
+            self.decontaminated.update(bad.values())
+            self.drops["contaminated"] += len(bad)
+            kept = [i for i in kept if i not in bad]
+        self.diversity.add([query_words[i] for i in kept], [positive_words[i] for i in kept])
+        if kept:
+            out = [records[i] for i in kept]
+            for j, r in enumerate(out, start=self.n_out):
+                r["id"] = f"{self.variant}-{j:07d}"
+                r["variant"] = self.variant
+            self.parts.append(pl.DataFrame(out, schema=COLUMNS))
+            self.n_out += len(out)
 
-        # Exact duplicates first (cheap), then MinHash near-duplicates, on query + positive.
+    def _dedup(self, query_words: list[list[str]], positive_words: list[list[str]]) -> list[int]:
+        """Indices of the records that duplicate nothing kept before, on query + positive:
+        exact duplicates first (cheap), then MinHash near duplicates."""
+        assert self.exact is not None and self.near is not None, "assembly already finished"
         pair_words = [q + p for q, p in zip(query_words, positive_words, strict=True)]
         unique = []
         for i, w in enumerate(pair_words):
-            if exact.seen(w):
-                drops["exact duplicate"] += 1
+            if self.exact.seen(w):
+                self.drops["exact duplicate"] += 1
             else:
                 unique.append(i)
-        near_flags = near.flags([pair_words[i] for i in unique])
+        near_flags = self.near.flags([pair_words[i] for i in unique])
         kept = [i for i, dup in zip(unique, near_flags, strict=True) if not dup]
-        drops["near duplicate"] += len(unique) - len(kept)
-        n_deduped += len(kept)
-        del pair_words
+        self.drops["near duplicate"] += len(unique) - len(kept)
+        self.n_deduped += len(kept)
+        return kept
 
-        if eval_index is not None and len(eval_index):
-            known = {"query": query_words, "positive": positive_words}
-            bad = _contaminated(records, kept, known, eval_index)
-            decontaminated.update(bad.values())
-            drops["contaminated"] += len(bad)
-            kept = [i for i in kept if i not in bad]
-
-        diversity.add([query_words[i] for i in kept], [positive_words[i] for i in kept])
-        if kept:
-            out = [records[i] for i in kept]
-            for j, r in enumerate(out, start=n_out):
-                r["id"] = f"{variant}-{j:07d}"
-                r["variant"] = variant
-            parts.append(pl.DataFrame(out, schema=COLUMNS))
-            n_out += len(out)
-    del exact, near
-
-    frame = pl.concat(parts) if parts else pl.DataFrame(schema=COLUMNS)
-    duplicates = drops["exact duplicate"] + drops["near duplicate"]
-    stats = {
-        "variant": variant,
-        "in": n_in,
-        "out": frame.height,
-        "drops": dict(sorted(drops.items())),
-        "dropped": sum(drops.values()),
-        "in_per_family": dict(sorted(per_family_in.items())),
-        "out_per_family": dict(sorted(frame.group_by("family").len().iter_rows())),
-        "dedup_rate": duplicates / max(1, n_deduped + duplicates),
-        "decontamination_hits": dict(sorted(decontaminated.items())),
-        "revised": int(frame["revised"].sum() or 0) if frame.height else 0,
-        "length_words": length_stats(frame),
-        **diversity.stats(),
-    }
-    return frame, stats
+    def finish(self) -> tuple[pl.DataFrame, dict[str, Any]]:
+        """The corpus frame and its stats; the dedup state is freed before the frames join."""
+        self.exact = self.near = None
+        frame = pl.concat(self.parts) if self.parts else pl.DataFrame(schema=COLUMNS)
+        self.parts = []
+        drops = self.drops
+        duplicates = drops["exact duplicate"] + drops["near duplicate"]
+        stats = {
+            "variant": self.variant,
+            "in": self.n_in,
+            "out": frame.height,
+            "drops": dict(sorted(drops.items())),
+            "dropped": sum(drops.values()),
+            "in_per_family": dict(sorted(self.per_family_in.items())),
+            "out_per_family": dict(sorted(frame.group_by("family").len().iter_rows())),
+            "dedup_rate": duplicates / max(1, self.n_deduped + duplicates),
+            "decontamination_hits": dict(sorted(self.decontaminated.items())),
+            "revised": int(frame["revised"].sum() or 0) if frame.height else 0,
+            "length_words": length_stats(frame),
+            **self.diversity.stats(),
+        }
+        return frame, stats
 
 
 def length_stats(frame: pl.DataFrame) -> dict[str, dict[str, float]]:

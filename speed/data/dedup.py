@@ -83,19 +83,3 @@ class NearDuplicates:
             flags.append(not self._dedup.add(str(self._n), mh))
             self._n += 1
         return flags
-
-
-def near_duplicate_flags(
-    texts: Sequence[str],
-    threshold: float,
-    shingle_size: int,
-    num_perm: int = 128,
-    seed: int = 0,
-) -> list[bool]:
-    """True for each text that near-duplicates (estimated Jaccard >= threshold) an earlier
-    kept text; the first of each group is kept, so the result depends only on input order."""
-    near = NearDuplicates(threshold, shingle_size, num_perm, seed)
-    flags: list[bool] = []
-    for start in range(0, len(texts), CHUNK):
-        flags += near.flags([words(t) for t in texts[start : start + CHUNK]])
-    return flags

@@ -1,4 +1,9 @@
-"""Turn a generator's JSON into a training record, or name why it cannot be one."""
+"""Turn a generator's JSON into a training record, or name why it cannot be one.
+
+These checks hold whatever decoded the output: they enforce the family schema's constraints that
+OpenAI's strict mode cannot decode (speed/llm/schema.py: non-empty fields, `max_chars`), so a
+`json_schema`, `json_object` or unconstrained answer is kept or dropped by the same rules.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from speed.data.repair import clean_string, parse_json_object
+from speed.llm.types import DROPPED
 from speed.prompts.families import FAMILIES
 
 
@@ -20,7 +26,8 @@ class Checked:
     repairs: tuple[str, ...] = ()
 
 
-def check_example(family: str, output: dict[str, Any]) -> Checked:
+def check_example(family: str, output: dict[str, Any], max_chars: int | None = None) -> Checked:
+    """`max_chars`: the schema's bound on every field (its `maxLength`), when it has one."""
     fam = FAMILIES[family]
     fields: dict[str, str] = {}
     for key in fam.keys:
@@ -29,6 +36,8 @@ def check_example(family: str, output: dict[str, Any]) -> Checked:
         value = clean_string(output[key])
         if value is None:
             return Checked(None, f"empty key {key}")
+        if max_chars is not None and len(str(output[key])) > max_chars:
+            return Checked(None, f"overlong key {key}")
         fields[key] = value
     q, p = _norm(fields[fam.query]), _norm(fields[fam.positive])
     n = _norm(fields[fam.negative]) if fam.negative else None
@@ -46,12 +55,17 @@ def check_example(family: str, output: dict[str, Any]) -> Checked:
     return Checked(fields, None)
 
 
-def check_text(family: str, text: str) -> Checked:
-    """Parse (with repair) and check one raw model output."""
+def check_text(
+    family: str, text: str, max_chars: int | None = None, finish_reason: str | None = None
+) -> Checked:
+    """Parse (with repair) and check one raw model output. A request the server refused as too
+    long (finish_reason `context_length`) is dropped with that reason."""
+    if finish_reason in DROPPED:
+        return Checked(None, finish_reason)
     parsed = parse_json_object(text)
     if not parsed.ok:
         return Checked(None, parsed.error)
-    checked = check_example(family, parsed.value)
+    checked = check_example(family, parsed.value, max_chars)
     return Checked(checked.fields, checked.reason, tuple(parsed.repairs))
 
 

@@ -2,7 +2,8 @@
 `teacher.budget` allows.
 
 Spend is counted per run in a SQLite file next to the call cache, shared by every teacher job
-(concurrent jobs, other cluster nodes on the same file system). Before a chunk of calls is sent,
+(concurrent jobs, other cluster nodes on the same file system: rollback journal and fcntl
+locks, never WAL; see docs/architecture.md). Before a chunk of calls is sent,
 its worst case (prompt estimated generously, completion at max_tokens) is reserved; after it
 returns, the reservation is replaced by what the calls really cost. A chunk that does not fit
 is cut to what fits, and when nothing fits the job stops with BudgetExceeded: every completion
@@ -24,10 +25,12 @@ import logging
 import os
 import socket
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
 from speed.llm.ledger import Price
+from speed.llm.mounts import lock_problem
 from speed.llm.types import Completion, Request
 
 log = logging.getLogger(__name__)
@@ -46,13 +49,34 @@ def budget_env(run: str, budget: dict[str, Any] | None) -> str:
     return json.dumps({"run": run, **{k: (budget or {}).get(k) for k in LIMITS}})
 
 
+def _leave_wal(db: sqlite3.Connection, tries: int = 600) -> None:
+    """Rollback-journal mode. A table an earlier version left in WAL is switched once; the
+    switch needs the file to itself and SQLite answers "locked" at once instead of waiting
+    while another job has it open, so it is retried. A table already out of WAL needs no lock."""
+    for _ in range(tries):
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                return
+            db.execute("PRAGMA journal_mode=DELETE")
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) and "busy" not in str(err):
+                raise
+            time.sleep(1.0)
+    raise RuntimeError("the spend table stays in WAL mode: another job holds it open")
+
+
 class SpendGuard:
     def __init__(self, path: str | Path, run: str, limits: dict[str, Any], price: Price):
         self.run, self.price = run, price
         self.limits = {k: limits.get(k) for k in LIMITS}
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if problem := lock_problem(Path(path).parent):
+            raise RuntimeError(problem)
         self._db = sqlite3.connect(path, timeout=600.0, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        # A rollback journal under fcntl locks, which NFS carries across hosts; WAL would need
+        # memory shared by every process that opens the file, which hosts cannot share.
+        _leave_wal(self._db)
+        self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS spend (run TEXT PRIMARY KEY, calls INTEGER NOT NULL, "
             "tokens INTEGER NOT NULL, usd REAL NOT NULL)"

@@ -11,7 +11,7 @@ from tqdm import tqdm
 from speed.llm.budget import SpendGuard
 from speed.llm.cache import CompletionCache, cache_key
 from speed.llm.ledger import Ledger
-from speed.llm.types import Backend, Completion, GenerationError, Request
+from speed.llm.types import DROPPED, Backend, Completion, GenerationError, Request
 
 log = logging.getLogger(__name__)
 
@@ -121,20 +121,25 @@ class LLMClient:
         requests: list[Request],
         done: dict[int, Completion],
     ) -> None:
-        """Cache, ledger and settle the answered samples of a chunk (`outputs` by position)."""
+        """Cache, ledger and settle the answered samples of a chunk (`outputs` by position).
+        A dropped sample (refused as too long: unanswered, unbilled) is handed to the stage,
+        which counts it, but never cached: a rerun asks again, for free."""
         if self.budget is not None:
-            self.budget.settle(sent, [out[0] for out in outputs.values()])
+            self.budget.settle(sent, [out[0] for out in outputs.values() if not out[0].dropped])
         self.backend_calls += len(outputs)
         fresh = {}
         for pos, out in outputs.items():
             idx, ri, _s = chunk[pos]
             done[idx] = out[0]
-            fresh[keys[idx]] = out[0]
-            self._record(requests[ri], out[0])
+            if not out[0].dropped:
+                fresh[keys[idx]] = out[0]
+                self._record(requests[ri], out[0])
+        if dropped := len(outputs) - len(fresh):
+            log.warning("%d samples dropped (%s); not cached", dropped, ", ".join(sorted(DROPPED)))
         self.cache.put_many(fresh)
 
     def _record(self, request: Request, completion: Completion) -> None:
-        if self.ledger is not None:
+        if self.ledger is not None and not completion.dropped:
             self.ledger.record(
                 request.id,
                 1,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,8 +13,11 @@ from speed.io import atomic_file
 from speed.llm.budget import SpendGuard
 from speed.llm.cache import CompletionCache
 from speed.llm.client import LLMClient
+from speed.llm.knobs import knobs_for
 from speed.llm.ledger import Ledger, Price
 from speed.llm.types import Backend
+
+log = logging.getLogger(__name__)
 
 # Backend kinds added in-process (tests register scripted backends here): kind -> build(spec).
 _REGISTERED: dict[str, Callable[[dict[str, Any]], Backend]] = {}
@@ -27,11 +32,26 @@ def unregister_backend(kind: str) -> None:
     _REGISTERED.pop(kind, None)
 
 
+def backend_options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
+    """A spec's options over the knobs the workflow announced (speed.llm.knobs): the spec holds
+    what decides outputs (a rule param), the knobs what does not (no param, no cache key)."""
+    merged = {**knobs_for(kind), **options}
+    used = {k: merged[k] for k in knobs_for(kind)}
+    if kind == "openai" and "batch" in merged:
+        merged["batch"] = {**knobs_for("openai_batch"), **merged["batch"]}
+        used |= {k: merged["batch"][k] for k in knobs_for("openai_batch")}
+    if used:  # the job log says what it ran with: no param or output records a knob
+        log.info("%s backend knobs: %s", kind, json.dumps(used, sort_keys=True))
+    return merged
+
+
 def make_backend(spec: dict[str, Any]) -> Backend:
-    """spec: {backend, model, adapter?, options: {...}} as built by speed.workflow.llm_spec."""
-    kind, options = spec["backend"], spec.get("options", {})
+    """spec: {backend, model, adapter?, options: {...}} as built by speed.workflow
+    (teacher_spec, generator_spec)."""
+    kind = spec["backend"]
     if kind in _REGISTERED:
         return _REGISTERED[kind](spec)
+    options = backend_options(kind, spec.get("options", {}))
     if kind == "vllm":
         from speed.llm.vllm_backend import VLLMBackend
 
@@ -41,7 +61,6 @@ def make_backend(spec: dict[str, Any]) -> Backend:
 
         return TransformersBackend(spec["model"], adapter=spec.get("adapter"), **options)
     if kind == "openai":
-        options = dict(options)
         if batch := options.pop("batch", None):
             from speed.llm.openai_batch import OpenAIBatchBackend
 
@@ -61,7 +80,7 @@ def open_client(
     price: dict[str, float] | None = None,
 ) -> Iterator[LLMClient]:
     """A client whose ledger (if any) appears at `ledger_path` only when the job succeeds."""
-    cache = CompletionCache(Path(cache_dir) / "completions.sqlite")
+    cache = CompletionCache(Path(cache_dir) / "completions")
     backend = make_backend(spec)
     guard = None
     try:

@@ -7,6 +7,9 @@ is recorded under `state_dir` the moment it is created: a job killed while it wa
 wall-time limit) resumes the same batches on rerun instead of paying for them again. Answers are
 read from the output and error files; requests that failed or expired are handed up with the
 answered ones (which the client caches), so a rerun submits only what is still missing.
+Error lines follow the synchronous backend's rules: a line refused as longer than the context is
+dropped (`context_length`), a line refused for its shape or key stops the job with the server's
+message (a rerun would be refused alike).
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from speed.io import atomic_file
-from speed.llm.openai_backend import OpenAIBackend, TeacherAPIError
-from speed.llm.types import Completion, Request
+from speed.llm.openai_backend import OpenAIBackend, TeacherAPIError, failure_kind
+from speed.llm.types import CONTEXT_LENGTH, Completion, Request
 
 log = logging.getLogger(__name__)
 
@@ -75,20 +78,28 @@ class OpenAIBatchBackend(OpenAIBackend):
         parts = self.parts(requests)
         done: dict[int, list[Completion]] = {}
         errors: list[str] = []
+        refused: list[TeacherAPIError] = []
         try:
             with self._client(asynchronous=False) as client:
                 batches = [self._submit(client, [requests[i] for i in part]) for part in parts]
                 batches = [self._wait(client, b) for b in batches]
                 for part, batch in zip(parts, batches, strict=True):
-                    answers, failures = self._collect(client, batch, [requests[i] for i in part])
+                    answers, failures, stops = self._collect(
+                        client, batch, [requests[i] for i in part]
+                    )
                     done.update({part[j]: out for j, out in answers.items()})
                     errors += failures
+                    refused += stops
         except APIError as err:
             # Uploads, batch calls and file downloads: not chained, the server's text may hold
             # the key (a traceback would print it unscrubbed).
             raise TeacherAPIError(
                 f"batch API at {self.where}: {type(err).__name__}: {self.scrub(err)}", done
             ) from None
+        if refused:
+            raise type(refused[0])(
+                f"{refused[0]} ({len(refused)} of {len(requests)} batch requests refused)", done
+            )
         if errors:
             raise TeacherAPIError(
                 f"{len(errors)} of {len(requests)} batch requests at {self.where} got no answer "
@@ -141,7 +152,11 @@ class OpenAIBatchBackend(OpenAIBackend):
                 )
         if batch.status == "failed":
             errors = getattr(batch.errors, "data", None) or []
-            why = "; ".join(f"{e.code}: {e.message} (line {e.line})" for e in errors[:5])
+            why = "; ".join(
+                f"{e.code}: {e.message} (line {e.line}"
+                + (f", parameter {e.param})" if getattr(e, "param", None) else ")")
+                for e in errors[:5]
+            )
             raise TeacherAPIError(
                 f"batch {batch.id} at {self.where} was refused: {self.scrub(why)}"
             )
@@ -149,8 +164,9 @@ class OpenAIBatchBackend(OpenAIBackend):
 
     def _collect(
         self, client: Any, batch: Any, requests: list[Request]
-    ) -> tuple[dict[int, list[Completion]], list[str]]:
-        """Answers by position and one message per request without an answer."""
+    ) -> tuple[dict[int, list[Completion]], list[str], list[TeacherAPIError]]:
+        """Answers by position (dropped ones included), one message per request without an
+        answer, and the refusals that stop the job."""
         from openai.types.chat import ChatCompletion
 
         lines: dict[int, dict[str, Any]] = {}
@@ -160,11 +176,12 @@ class OpenAIBatchBackend(OpenAIBackend):
                     if raw.strip():
                         line = json.loads(raw)
                         lines[int(line["custom_id"])] = line
-        answers, failures = {}, []
+        answers, failures, refused = {}, [], []
         for i, request in enumerate(requests):
             line = lines.get(i)
             response = (line or {}).get("response") or {}
-            if response.get("status_code") == 200:
+            status = response.get("status_code")
+            if status == 200:
                 body = ChatCompletion.model_validate(response["body"])
                 try:  # a batch has no per-request latency: the ledger records 0
                     answers[i] = self._completions(body, request, 0.0)
@@ -173,6 +190,17 @@ class OpenAIBatchBackend(OpenAIBackend):
             elif line is None:
                 failures.append(f"request {request.id or i}: no line in {batch.status} {batch.id}")
             else:
-                why = line.get("error") or response.get("body", {}).get("error") or response
-                failures.append(f"request {request.id or i}: {self.scrub(why)}")
-        return answers, failures
+                error = (response.get("body") or {}).get("error") or line.get("error") or {}
+                error = error if isinstance(error, dict) else {"message": str(error)}
+                kind = failure_kind(
+                    status, error.get("code"), error.get("param"), str(error.get("message", ""))
+                )
+                if kind == "context_length":
+                    log.warning("batch request %s dropped (%s)", request.id, CONTEXT_LENGTH)
+                    answers[i] = [Completion.refused(CONTEXT_LENGTH) for _ in range(request.n)]
+                elif kind in ("auth", "shape") and status is not None:
+                    refused.append(self.refusal(request, status, error, kind))
+                else:
+                    why = line.get("error") or error or response
+                    failures.append(f"request {request.id or i}: {self.scrub(why)}")
+        return answers, failures, refused

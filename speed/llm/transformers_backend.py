@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from speed.llm.chat_template import PROJECT_TEMPLATE, eos_ids, own_template
 from speed.llm.fingerprint import fingerprint
 from speed.llm.types import Completion, Request, parse_structured
 
@@ -125,11 +126,15 @@ class TransformersBackend:
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        # What decides an answer: the weights (content, not path: a moved or copied model keeps
+        # its cache entries), the precision and the seed of unseeded requests; `batch_size` is a
+        # knob (speed/llm/knobs.py): each row is decoded on its own, whatever shares its batch.
         self.identity = {
             "engine": "transformers",
-            # Content, not path: a moved or copied model keeps its cache entries.
             "model_hash": fingerprint(model),
             "adapter_hash": fingerprint(adapter),
+            "dtype": dtype,
+            "seed": seed,
         }
         self.adapter = adapter
         self.batch_size = batch_size
@@ -144,10 +149,12 @@ class TransformersBackend:
             # Merged once: the same function as the unmerged adapter, without its per-layer cost.
             net = PeftModel.from_pretrained(net, str(adapter)).merge_and_unload()
         self.model = net.to(self.device).eval()
-        eos = self.model.generation_config.eos_token_id
-        eos_ids = eos if isinstance(eos, list) else [eos] if eos is not None else []
+        if own_template(self.tokenizer) is None:  # a base never trained here: the project's
+            self.tokenizer.chat_template = PROJECT_TEMPLATE
+        # Every EOS id of the generation config (Llama 3 lists several; a trained folder lists
+        # its template's end-of-turn token there) ends a row, as in vLLM.
         self.eos_id = self.tokenizer.eos_token_id
-        self.stop_ids = {self.eos_id, *eos_ids}
+        self.stop_ids = {self.eos_id, *eos_ids(self.model.generation_config)} - {None}
         if self.tokenizer.pad_token is None:  # e.g. Llama 3: pad with EOS, the mask hides it
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.pad_id = self.tokenizer.pad_token_id

@@ -45,6 +45,12 @@ class Request:
         )
 
 
+# finish_reason of a request the server refused as longer than the model's context: it was not
+# answered (nor billed), is never cached, and the stage counts it as a drop of this reason.
+CONTEXT_LENGTH = "context_length"
+DROPPED = frozenset({CONTEXT_LENGTH})
+
+
 @dataclass
 class Completion:
     text: str
@@ -57,6 +63,15 @@ class Completion:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def dropped(self) -> bool:
+        """A request the server refused for itself (too long), not an answer."""
+        return self.finish_reason in DROPPED
+
+    @staticmethod
+    def refused(reason: str) -> Completion:
+        return Completion(text="", finish_reason=reason, prompt_tokens=0, completion_tokens=0)
 
 
 def parse_structured(text: str, schema: dict[str, Any] | None) -> Any | None:

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from speed.llm.chat_template import PROJECT_TEMPLATE, own_template
 from speed.llm.fingerprint import fingerprint
 from speed.llm.types import Completion, Request, parse_structured
 
@@ -36,11 +37,16 @@ class VLLMBackend:
         from vllm import LLM
 
         self.adapter = adapter
+        # What decides an answer: the weights (content, not path: a moved or copied model keeps
+        # its cache entries), the precision, the context length (it cuts answers short) and the
+        # seed of unseeded requests. The rest are knobs (speed/llm/knobs.py): no part of the key.
         self.identity = {
             "engine": "vllm",
-            # Content, not path: a moved or copied model keeps its cache entries.
             "model_hash": fingerprint(model),
             "adapter_hash": fingerprint(adapter),
+            "dtype": dtype,
+            "max_model_len": max_model_len,
+            "seed": seed,
         }
         self.llm = LLM(
             model=str(model),
@@ -59,6 +65,11 @@ class VLLMBackend:
             # xgrammar lets raw control characters into JSON strings; guidance does not.
             structured_outputs_config={"backend": "guidance", "disable_any_whitespace": True},
         )
+        # A folder trained here carries its template and lists its end-of-turn token among the
+        # generation config's EOS ids, which vLLM stops on; a base without one (never trained
+        # here) is served with the project's (speed.llm.chat_template).
+        has_own = own_template(self.llm.get_tokenizer()) is not None
+        self._chat_template = None if has_own else PROJECT_TEMPLATE
         self._lora = None
         if adapter is not None:
             from vllm.lora.request import LoRARequest
@@ -91,6 +102,7 @@ class VLLMBackend:
             [list(r.messages) for r in requests],
             sampling_params=[self._params(r) for r in requests],
             lora_request=self._lora,
+            chat_template=self._chat_template,
             use_tqdm=False,
         )
         latency = (time.perf_counter() - start) / len(requests)

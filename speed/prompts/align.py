@@ -1,14 +1,12 @@
-"""Prompts and parsers of the alignment signals: the teacher as judge and as reviser, and the
-revisor's own prompt (SPEED stages 7, 9 and 10)."""
+"""Prompts and schemas of the alignment signals: the teacher as judge and as reviser, and the
+revisor's own prompt (SPEED stages 7, 9 and 10); the training targets' JSON form. The answers
+are parsed by speed.data.signals."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from typing import Any
 
-from speed.data.repair import parse_json_object
-from speed.data.validate import check_example
+from speed.llm.json_format import decoder_json, in_decoder_form, parse_pairs
 from speed.prompts.families import FAMILIES, output_schema
 
 _CRITERIA = (
@@ -42,44 +40,6 @@ def judge_schema(k: int, max_reason_chars: int) -> dict[str, Any]:
         "required": ["reason", "best", "worst"],
         "additionalProperties": False,
     }
-
-
-@dataclass(frozen=True)
-class Judgment:
-    best: int | None
-    worst: int | None
-    reason: str
-    error: str | None = None
-
-
-def _index(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("[").rstrip("]").isdigit():
-        return int(value.strip().lstrip("[").rstrip("]"))
-    return None
-
-
-def parse_judgment(text: str, candidates_valid: list[bool]) -> Judgment:
-    """A usable verdict or the reason it is not one; never a guess."""
-    parsed = parse_json_object(text)
-    if not parsed.ok:
-        return Judgment(None, None, "", f"judgment: {parsed.error}")
-    obj = parsed.value
-    best, worst = _index(obj.get("best")), _index(obj.get("worst"))
-    reason = str(obj.get("reason") or "")
-    k = len(candidates_valid)
-    if best is None or worst is None:
-        return Judgment(None, None, reason, "best/worst missing or not an index")
-    if not (0 <= best < k and 0 <= worst < k):
-        return Judgment(None, None, reason, "index out of range")
-    if best == worst:
-        return Judgment(None, None, reason, "best equals worst")
-    if not candidates_valid[best]:
-        return Judgment(None, None, reason, "chosen candidate is invalid")
-    return Judgment(best, worst, reason)
 
 
 def request_text(messages: list[dict[str, str]]) -> str:
@@ -126,33 +86,20 @@ def revise_schema(family: str, max_field_chars: int, max_reason_chars: int) -> d
     }
 
 
-@dataclass(frozen=True)
-class Revision:
-    fields: dict[str, str] | None
-    reason: str
-    error: str | None = None
-
-
-def parse_revision(text: str, family: str) -> Revision:
-    """Accept the revision as a JSON object with the family's keys, or as a string holding one."""
-    parsed = parse_json_object(text)
-    if not parsed.ok:
-        return Revision(None, "", f"revision: {parsed.error}")
-    reason = str(parsed.value.get("reason") or "")
-    revision = parsed.value.get("revision")
-    if isinstance(revision, str):
-        inner = parse_json_object(revision)
-        if not inner.ok:
-            return Revision(None, reason, "revision string holds no JSON object")
-        revision = inner.value
-    if not isinstance(revision, dict):
-        return Revision(None, reason, "revision missing or not an object")
-    checked = check_example(family, revision)
-    if checked.fields is None:
-        return Revision(None, reason, f"revision invalid: {checked.reason}")
-    return Revision(checked.fields, reason)
-
-
 def canonical_output(family: str, fields: dict[str, str]) -> str:
-    """The JSON text a generator is trained to write: the family's keys in their order."""
-    return json.dumps({k: fields[k] for k in FAMILIES[family].keys}, ensure_ascii=False)
+    """The JSON text a generator is trained to write: the family's keys in their order, in the
+    form the constrained decoders write (speed.llm.json_format: compact, their escapes)."""
+    return decoder_json({k: fields[k] for k in FAMILIES[family].keys})
+
+
+def training_target(family: str, text: str, fields: dict[str, str]) -> str:
+    """The assistant text to train on for a validated example: the writer's own `text` when the
+    constrained decoder could have written exactly it for exactly these `fields` (compact, the
+    family's keys in order, values as validated), else canonical_output(fields). So a target
+    never holds a separator, key order or escape the decoder cannot emit, and the model is not
+    taught a format the grammar then has to fight."""
+    pairs = parse_pairs(text)
+    keys = FAMILIES[family].keys
+    if pairs is not None and dict(pairs) == fields and in_decoder_form(text, keys):
+        return text
+    return canonical_output(family, fields)

@@ -13,6 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+# The families whose prompts are conditioned on a brainstormed task (STS is conditioned on a
+# topic). The one list the rules use too (rules/teacher.smk): its order is a rule param.
+BRAINSTORMED = ["retrieval", "classification", "s2s", "p2p"]
+
 
 @dataclass(frozen=True)
 class Family:
@@ -20,24 +24,26 @@ class Family:
     query: str
     positive: str
     negative: str | None
-    brainstormed: bool  # STS is conditioned on a topic, the others on a brainstormed task
 
     @property
     def keys(self) -> tuple[str, ...]:
         return tuple(k for k in (self.query, self.positive, self.negative) if k)
 
+    @property
+    def brainstormed(self) -> bool:
+        return self.name in BRAINSTORMED
+
 
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
-        Family("classification", "input_text", "label", "misleading_label", True),
-        Family("retrieval", "user_query", "positive_document", "hard_negative_document", True),
-        Family("sts", "S1", "S2", "S3", False),
-        Family("s2s", "input", "positive_document", None, True),
-        Family("p2p", "input", "positive_document", None, True),
+        Family("classification", "input_text", "label", "misleading_label"),
+        Family("retrieval", "user_query", "positive_document", "hard_negative_document"),
+        Family("sts", "S1", "S2", "S3"),
+        Family("s2s", "input", "positive_document", None),
+        Family("p2p", "input", "positive_document", None),
     )
 }
-BRAINSTORMED = [name for name, f in FAMILIES.items() if f.brainstormed]
 
 # STS examples have no brainstormed task; their instruction is the E5-style STS instruction.
 STS_INSTRUCTION = "Retrieve semantically similar text."
@@ -53,3 +59,10 @@ def output_schema(family: str, max_chars: int) -> dict[str, Any]:
         "required": list(keys),
         "additionalProperties": False,
     }
+
+
+def field_max_chars(schema: dict[str, Any] | None) -> int | None:
+    """The bound `output_schema` put on every field (None for a schema without one): the check
+    after decoding needs it where the schema itself is not kept (speed/data/validate.py)."""
+    bounds = [p.get("maxLength") for p in ((schema or {}).get("properties") or {}).values()]
+    return max((b for b in bounds if isinstance(b, int)), default=None)

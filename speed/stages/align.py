@@ -8,6 +8,7 @@ import random
 from collections import Counter
 from typing import Any
 
+from speed.data.signals import parse_judgment, parse_revision
 from speed.data.validate import check_text
 from speed.io import read_jsonl, write_jsonl
 from speed.llm.factory import open_client
@@ -16,13 +17,12 @@ from speed.prompts.align import (
     canonical_output,
     judge_messages,
     judge_schema,
-    parse_judgment,
-    parse_revision,
     request_text,
     revise_messages,
     revise_schema,
     revisor_messages,
 )
+from speed.prompts.families import field_max_chars
 from speed.stages.teacher import prompt_requests, stable_seed, write_stats
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def run_candidates(
     for p, completions in zip(prompts, results, strict=True):
         cands = []
         for c in completions:
-            checked = check_text(p["family"], c.text)
+            checked = check_text(p["family"], c.text, field_max_chars(p["schema"]), c.finish_reason)
             reasons[checked.reason or "valid"] += 1
             cands.append(
                 {
@@ -131,8 +131,8 @@ def run_judge(
     judgments, pairs, errors = [], [], Counter()
     for r, (completion,) in zip(rows, results, strict=True):
         cands = r["candidates"]
-        j = parse_judgment(completion.text, [c["valid"] for c in cands])
-        error = j.error
+        j = parse_judgment(completion.text, [c["valid"] for c in cands], max_reason_chars)
+        error = completion.finish_reason if completion.dropped else j.error
         if error is None and cands[j.best]["text"].strip() == cands[j.worst]["text"].strip():
             error = "chosen equals rejected"
         judgments.append(
@@ -200,12 +200,11 @@ def run_revise(
         results = client.generate(requests)
     kept, rejects, errors = [], [], Counter()
     for r, d, (completion,) in zip(rows, drafts, results, strict=True):
-        rev = parse_revision(completion.text, r["family"])
-        if rev.fields is None:
-            errors[rev.error] += 1
-            rejects.append(
-                {"prompt_id": r["prompt_id"], "reason": rev.error, "raw": completion.text}
-            )
+        rev = parse_revision(completion.text, r["family"], max_field_chars, max_reason_chars)
+        if completion.dropped or rev.fields is None:
+            why = completion.finish_reason if completion.dropped else rev.error
+            errors[why] += 1
+            rejects.append({"prompt_id": r["prompt_id"], "reason": why, "raw": completion.text})
             continue
         kept.append(
             {

@@ -13,6 +13,7 @@ from speed.io import read_jsonl, write_jsonl
 from speed.llm.factory import open_client
 from speed.llm.types import Request, Sampling
 from speed.prompts.align import canonical_output, request_text, revisor_messages
+from speed.prompts.families import field_max_chars
 from speed.stages.teacher import prompt_requests, stable_seed, write_stats
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ def run_generate(
             "generator": generator,
             "text": c.text,
             "finish_reason": c.finish_reason,
+            # The schema's field bound, checked with the text when the corpus is assembled.
+            "max_chars": field_max_chars(p["schema"]),
         }
         for p, (c,) in zip(prompts, results, strict=True)
     ]
@@ -92,7 +95,7 @@ def run_revise_shard(
         results = client.generate(requests)
     rows, outcome = [], Counter()
     for r, (c,) in zip(raw, results, strict=True):
-        checked = check_text(r["family"], c.text)
+        checked = check_text(r["family"], c.text, r.get("max_chars"), c.finish_reason)
         if checked.fields is not None:
             final = canonical_output(r["family"], checked.fields)
             outcome["revised"] += 1

@@ -9,17 +9,19 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from speed.data.tasks import clean_tasks, parse_task_list
 from speed.data.validate import check_text, training_record
 from speed.io import atomic_file, read_jsonl, write_jsonl
 from speed.llm.factory import open_client
 from speed.llm.types import Request, Sampling
+from speed.prompts.align import training_target
 from speed.prompts.brainstorm import (
+    MAX_ITEMS,
     brainstorm_messages,
     brainstorm_schema,
     choose_tasks,
-    clean_tasks,
-    parse_task_list,
 )
+from speed.prompts.families import field_max_chars
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +91,14 @@ def run_brainstorm(
         results = client.generate(requests)
     rows: list[dict[str, Any]] = []
     dropped: Counter[str] = Counter()
+    refused: Counter[str] = Counter()  # requests the server refused (too long), counted apart
     lists_without_tasks = 0
     for topic, (completion,) in zip(topics, results, strict=True):
-        kept, why = clean_tasks(parse_task_list(completion.text), max_task_words)
+        if completion.dropped:
+            refused[completion.finish_reason] += 1
+            continue
+        tasks = parse_task_list(completion.text)
+        kept, why = clean_tasks(tasks, max_task_words, max_task_chars, MAX_ITEMS)
         dropped.update(why)
         if not kept:
             lists_without_tasks += 1
@@ -112,6 +119,7 @@ def run_brainstorm(
         "topics": len(topics),
         "teacher_calls": len(requests),
         "topics_without_usable_tasks": lists_without_tasks,
+        "requests_dropped": dict(refused),
         "dropped_tasks": dict(dropped),
         "tasks_kept": len(rows),
     }
@@ -144,7 +152,9 @@ def run_seed(
     for p, (completion,) in zip(prompts, results, strict=True):
         fam = per_family.setdefault(p["family"], Counter())
         fam["in"] += 1
-        checked = check_text(p["family"], completion.text)
+        checked = check_text(
+            p["family"], completion.text, field_max_chars(p["schema"]), completion.finish_reason
+        )
         repairs.update(checked.repairs)
         if checked.fields is None:
             reasons[checked.reason] += 1
@@ -170,7 +180,8 @@ def run_seed(
         }
         record = training_record(p["family"], checked.fields, p["instruction"], provenance)
         record["id"] = f"seed-{len(records):06d}"
-        record["output"] = json.dumps(checked.fields, ensure_ascii=False)
+        # What the junior trains on: the teacher's own text when the decoder could write it.
+        record["output"] = training_target(p["family"], completion.text, checked.fields)
         records.append(record)
     write_jsonl(output, records)
     write_jsonl(rejects_output, rejects)

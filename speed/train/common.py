@@ -19,6 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from speed.io import atomic_dir, atomic_file
+from speed.llm.chat_template import (
+    add_stop_ids,
+    end_of_turn_id,
+    prepare_generator_tokenizer,
+    training_template,
+)
 from speed.llm.fingerprint import fingerprint, write_digest
 from speed.train.cards import write_card
 
@@ -185,15 +191,36 @@ def finish(spec: TrainSpec, ckpt_dir: Path, log: logging.Logger) -> None:
         log.info("removed checkpoints %s", ckpt_dir)
 
 
+def generator_tokenizer(model: str, chat_template: str | Path | None = None) -> tuple[Any, str]:
+    """A generator's tokenizer for training, and where its chat template comes from: the
+    `chat_template` file, the model's own template when it has generation markers, else the
+    project's (speed.llm.chat_template); a pad token (EOS) where the model has none."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    template, source = training_template(tokenizer, chat_template)
+    prepare_generator_tokenizer(tokenizer, template)
+    return tokenizer, source
+
+
+def template_digest(tokenizer: Any) -> str:
+    """Checkpoint identity part: the template decides the trained tokens."""
+    return hashlib.sha256(tokenizer.chat_template.encode()).hexdigest()[:16]
+
+
 def merge_and_save(model: Any, tokenizer: Any, out_dir: str | Path) -> None:
     """A plain model folder: LoRA merged into the weights, so AutoModelForCausalLM and vLLM
-    load it without peft, and the next stage can put its own LoRA on top. The digest manifest
-    is written last, so the next job keys the model without rehashing its weights (metrics.json,
-    written after it, does not count)."""
+    load it without peft, and the next stage can put its own LoRA on top. The tokenizer keeps
+    the chat template trained with; its end-of-turn token joins generation_config's EOS ids, so
+    both engines stop on it without a flag. The digest manifest is written last, so the next
+    job keys the model without rehashing its weights (metrics.json, written after it, does not
+    count)."""
     from peft import PeftModel
 
     if isinstance(model, PeftModel):
         model = model.merge_and_unload()
+    eot = end_of_turn_id(tokenizer, tokenizer.chat_template)
+    add_stop_ids(model.generation_config, tokenizer.eos_token_id, eot)
     model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
     write_digest(out_dir)

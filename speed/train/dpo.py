@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from speed.train.cards import CardFacts, generator_card
-from speed.train.common import TrainSpec, train_merged
+from speed.train.common import TrainSpec, generator_tokenizer, template_digest, train_merged
 
 _log = logging.getLogger(__name__)
 PAIR_KEYS = ("prompt", "chosen", "rejected")
@@ -34,11 +34,12 @@ def dpo_trainer(
     """A DPOTrainer on `pairs` ({"prompt": [messages], "chosen": [assistant message],
     "rejected": [assistant message]})."""
     from datasets import Dataset
-    from transformers import AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
     spec = TrainSpec.of(spec)
-    tokenizer = AutoTokenizer.from_pretrained(policy_model)
+    # The junior's saved template (it has markers): the pairs are rendered as the junior saw
+    # its prompts. The completion mask, not the pad id, decides the labels (pad may be EOS).
+    tokenizer, _ = generator_tokenizer(policy_model)
     dataset = Dataset.from_list([{k: p[k] for k in PAIR_KEYS} for p in pairs])
     config = DPOConfig(**spec.trainer_kwargs(Path(output_dir)), beta=beta)
     # With a peft_config and no ref_model, trl computes the reference log-probs with the adapter
@@ -76,6 +77,7 @@ def train_dpo(
     if not pairs:
         raise ValueError("no DPO pairs")
     facts = CardFacts.of(card, policy_model)
+    tokenizer, source = generator_tokenizer(policy_model)
     metrics = train_merged(
         "dpo",
         policy_model,
@@ -85,8 +87,8 @@ def train_dpo(
         out_dir,
         checkpoint_root,
         log,
-        identity=(beta,),
-        summary=lambda trainer: _summary(trainer, len(pairs)),
+        identity=(beta, template_digest(tokenizer)),
+        summary=lambda trainer: {**_summary(trainer, len(pairs)), "chat_template": source},
         card=lambda m: generator_card(facts, "dpo", spec, m, beta=m["beta"]),
     )
     last = metrics["last"]

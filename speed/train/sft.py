@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from speed.train.cards import CardFacts, generator_card
-from speed.train.common import TrainSpec, train_merged
+from speed.train.common import TrainSpec, generator_tokenizer, template_digest, train_merged
 
 _log = logging.getLogger(__name__)
 
@@ -28,20 +28,22 @@ def sft_trainer(
     output_dir: str | Path,
     spec: TrainSpec | Mapping[str, Any] | None = None,
     callbacks: list[Any] | None = None,
+    chat_template: str | Path | None = None,
 ) -> Any:
-    """An SFTTrainer on `examples` ({"messages": [...]} ending with the assistant answer)."""
+    """An SFTTrainer on `examples` ({"messages": [...]} ending with the assistant answer), with
+    the chat template of speed.train.common.generator_tokenizer (`chat_template`: a file that
+    overrides it)."""
     from datasets import Dataset
-    from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     spec = TrainSpec.of(spec)
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    tokenizer, _ = generator_tokenizer(base_model, chat_template)
     # Only the messages: other keys (ids, provenance) would confuse trl's format detection.
     dataset = Dataset.from_list([{"messages": e["messages"]} for e in examples])
     config = SFTConfig(
         **spec.trainer_kwargs(Path(output_dir)),
-        # Needs `{% generation %}` markers in the chat template; the prompt, the system text and
-        # the role headers are then labelled -100, so the model learns to answer, not to ask.
+        # The template's `{% generation %}` markers: the prompt, the system text and the role
+        # headers are labelled -100, so the model learns to answer (and to stop), not to ask.
         assistant_only_loss=True,
     )
     return SFTTrainer(
@@ -63,28 +65,33 @@ def train_sft(
     log: logging.Logger | None = None,
     callbacks: list[Any] | None = None,
     card: Mapping[str, Any] | None = None,
+    chat_template: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune `base_model` on `examples`; write the merged model, tokenizer, metrics.json and
-    the model card (README.md; `card`: the rule's card params, speed.train.cards.CardFacts) to
-    `out_dir` (atomically). Checkpoints go to a folder under `checkpoint_root` keyed by the base
-    model's fingerprint, the examples and the spec; a rerun resumes from the newest one.
-    Returns the metrics."""
+    """Fine-tune `base_model` on `examples`; write the merged model, tokenizer (with the chat
+    template trained with: `chat_template`, a file, else the base's own when it has generation
+    markers, else the project's), metrics.json and the model card (README.md; `card`: the
+    rule's card params, speed.train.cards.CardFacts) to `out_dir` (atomically). Checkpoints go
+    to a folder under `checkpoint_root` keyed by the base model's fingerprint, the examples,
+    the template and the spec; a rerun resumes from the newest one. Returns the metrics."""
     log = log or _log
     spec = TrainSpec.of(spec)
     if not examples:
         raise ValueError("no SFT examples")
     rows = [{"messages": e["messages"]} for e in examples]  # what is trained on, no more
     facts = CardFacts.of(card, base_model)
+    tokenizer, source = generator_tokenizer(base_model, chat_template)
+    log.info("chat template: %s", source)
     metrics = train_merged(
         "sft",
         base_model,
         rows,
         spec,
-        lambda ckpt: sft_trainer(base_model, rows, ckpt, spec, callbacks),
+        lambda ckpt: sft_trainer(base_model, rows, ckpt, spec, callbacks, chat_template),
         out_dir,
         checkpoint_root,
         log,
-        summary=lambda _: {"examples": len(examples)},
+        identity=(template_digest(tokenizer),),
+        summary=lambda _: {"examples": len(examples), "chat_template": source},
         card=lambda m: generator_card(facts, "sft", spec, m),
     )
     log.info(

@@ -113,6 +113,7 @@ def test_a_run_over_budget_stops_and_keeps_what_it_paid(workflow):
     (~500 tokens each), less one worst-case prompt, so the stop falls inside the one job."""
     import sqlite3
 
+    from speed.llm.cache import CompletionCache
     from speed.plan import load_config, make_plan
 
     cfg_file = workflow / "config" / "config.yaml"
@@ -130,8 +131,7 @@ def test_a_run_over_budget_stops_and_keeps_what_it_paid(workflow):
     assert "BudgetExceeded" in logs and "raise teacher.budget and rerun" in logs
     spend = sqlite3.connect(workflow / ".cache/speed/spend.sqlite")
     assert spend.execute("SELECT tokens FROM spend").fetchone()[0] <= limit
-    paid = sqlite3.connect(workflow / ".cache/speed/completions.sqlite")
-    n_paid = paid.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
+    n_paid = len(CompletionCache(workflow / ".cache/speed/completions"))
     assert 0 < n_paid < 8
 
     config["teacher"]["budget"]["max_tokens"] = None

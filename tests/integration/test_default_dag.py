@@ -227,6 +227,8 @@ def test_config_changes_rerun_exactly_their_downstream(run, tmp_path):
     }  # fmt: skip
     # a budget is no param: raising it reruns nothing
     assert with_config(run, teacher__budget={"max_calls": 10**6}) == {}
+    # nor is an engine knob: every model job of this run uses this batch size (test_knobs.py)
+    assert with_config(run, backends__transformers__batch_size=3) == {}
 
 
 def test_single_target_then_cached_rebuild(run):

@@ -17,7 +17,7 @@ import pytest
 
 from speed.llm.cache import CompletionCache
 from speed.llm.client import LLMClient
-from speed.llm.openai_backend import OpenAIBackend, TeacherAPIError
+from speed.llm.openai_backend import OpenAIBackend, RequestRejected, TeacherAPIError
 from speed.llm.types import Request, Sampling
 from tests.servers import free_port, serve, vllm_server_cmd
 
@@ -107,7 +107,7 @@ def test_vllm_server_json_schema(vllm_url, tiny_models, api_key):
 def test_transformers_serve(transformers_url, tiny_models, api_key):
     # `transformers serve` ignores `response_format` (and `n`): no structured outputs there.
     backend = OpenAIBackend(
-        tiny_models["base"], transformers_url, api_key, max_concurrency=2, response_format=False
+        tiny_models["base"], transformers_url, api_key, max_concurrency=2, response_format="none"
     )
     results = backend.generate(prompts(3, max_tokens=16))
     assert [len(r) for r in results] == [1, 1, 1]
@@ -270,7 +270,7 @@ def test_always_500_gives_up_after_max_attempts(fake_server, api_key):
 def test_client_error_is_not_retried(fake_server, api_key):
     server = fake_server(lambda attempt, body: error(400, "bad schema"))
     backend = OpenAIBackend("teacher", server.url, api_key, max_attempts=5)
-    with pytest.raises(TeacherAPIError, match=r"after 1 attempt\b") as info:
+    with pytest.raises(RequestRejected, match=r"refused request p0 .*HTTP 400") as info:
         backend.generate(prompts(1, SCHEMA))
     assert server.attempts == 1
     assert "bad schema" in str(info.value)
@@ -331,20 +331,41 @@ def test_missing_api_key_names_the_variable(monkeypatch):
 def test_request_body_and_response_format(fake_server, api_key):
     server = fake_server(lambda attempt, body: ok(body))
     OpenAIBackend("teacher", server.url, api_key).generate(prompts(1, SCHEMA, max_tokens=33))
-    OpenAIBackend("teacher", server.url, api_key, response_format=False).generate(
+    OpenAIBackend("teacher", server.url, api_key, response_format="none").generate(
         prompts(1, SCHEMA)
     )
-    with_rf, without_rf = (b for b, _ in server.seen)
+    OpenAIBackend("teacher", server.url, api_key, response_format="json_object").generate(
+        prompts(1, SCHEMA)
+    )
+    with_rf, without_rf, json_mode = (b for b, _ in server.seen)
     assert with_rf["model"] == "teacher"
     assert with_rf["messages"] == [
         {"role": "user", "content": "Write a topic and a sentence, number 0."}
     ]
     assert (with_rf["max_tokens"], with_rf["seed"], with_rf["n"]) == (33, 0, 1)
+    # Strict mode takes no maxLength: the subset is sent, the bound is checked after decoding.
+    strict = {
+        "type": "object",
+        "properties": {"topic": {"type": "string"}, "sentence": {"type": "string"}},
+        "required": ["topic", "sentence"],
+        "additionalProperties": False,
+    }
     assert with_rf["response_format"] == {
         "type": "json_schema",
-        "json_schema": {"name": "output", "schema": SCHEMA, "strict": True},
+        "json_schema": {"name": "output", "schema": strict, "strict": True},
     }
     assert "response_format" not in without_rf
+    assert without_rf["messages"] == with_rf["messages"]
+    # JSON mode: the full schema goes into the prompt, as a system message before the request.
+    assert json_mode["response_format"] == {"type": "json_object"}
+    system, user = json_mode["messages"]
+    assert system["role"] == "system" and json.dumps(SCHEMA) in system["content"]
+    assert user == with_rf["messages"][0]
+
+
+def test_an_old_boolean_response_format_is_refused(api_key):
+    with pytest.raises(ValueError, match="json_schema, json_object, none"):
+        OpenAIBackend("teacher", None, api_key, response_format=True)
 
 
 def test_concurrency_is_bounded_and_order_kept(fake_server, api_key):

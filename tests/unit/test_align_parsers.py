@@ -2,12 +2,11 @@ import json
 
 import pytest
 
+from speed.data.signals import parse_judgment, parse_revision
 from speed.prompts.align import (
     canonical_output,
     judge_messages,
     judge_schema,
-    parse_judgment,
-    parse_revision,
     revise_messages,
     revise_schema,
     revisor_messages,

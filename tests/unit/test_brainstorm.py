@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from speed.prompts.brainstorm import (
-    brainstorm_messages,
-    brainstorm_schema,
-    choose_tasks,
-    clean_tasks,
-    parse_task_list,
-)
+from speed.data.tasks import clean_tasks, parse_task_list
+from speed.prompts.brainstorm import brainstorm_messages, brainstorm_schema, choose_tasks
 from speed.prompts.families import BRAINSTORMED
 
 T1 = "Given a hiking trail name, retrieve reports of its current conditions."

@@ -6,7 +6,7 @@ import pytest
 
 import speed.data.corpus
 from speed.data.corpus import COLUMNS, assemble, build_eval_index, eval_texts
-from speed.data.dedup import near_duplicate_flags, shingles, words
+from speed.data.dedup import NearDuplicates, shingles, words
 
 rng = random.Random(0)
 VOCAB = [f"w{i}" for i in range(3000)]
@@ -70,10 +70,12 @@ def test_dedup_removes_planted_near_duplicates_and_keeps_distinct_texts():
     assert {json.loads(r["text"])["user_query"] for r in originals} == kept
 
 
-def test_near_duplicate_flags_keep_first_of_each_group():
+def test_near_duplicates_keep_first_of_each_group_across_chunks():
     a, b = sentence(40), sentence(40)
-    flags = near_duplicate_flags([a, b, a + " x", b.replace("w", "w", 1)], 0.8, 3)
-    assert flags == [False, False, True, True]
+    near = NearDuplicates(0.8, 3)
+    assert near.flags([words(a), words(b)]) == [False, False]
+    # a later chunk is compared with what the earlier ones kept
+    assert near.flags([words(a + " x"), words(sentence(40)), words(b)]) == [True, False, True]
     assert shingles("one two", 3) == {"one two"}
 
 

@@ -136,7 +136,9 @@ def test_a_401_echoing_the_key_reaches_neither_error_nor_log(echoing, api_key, t
     caplog.set_level(logging.DEBUG)
     backend = OpenAIBackend("teacher", echoing.url, api_key, max_attempts=2)
     client = LLMClient(backend, CompletionCache(tmp_path / "cache.sqlite"))
-    with pytest.raises(TeacherAPIError, match="AuthenticationError") as info:
+    with pytest.raises(
+        TeacherAPIError, match=f"API key in the environment variable {KEY_ENV}"
+    ) as info:
         client.generate(one_request())
     assert "401" in str(info.value) and MASK in str(info.value)
     assert leaks(everything_shown(info.value, caplog)) == []
@@ -164,6 +166,6 @@ def test_batch_refusal_and_error_file_are_scrubbed(api_key, tmp_path):
     line = {"custom_id": "0", "response": None, "error": {"message": f"echo {KEY}"}}
     files = SimpleNamespace(content=lambda file_id: SimpleNamespace(text=json.dumps(line)))
     done = SimpleNamespace(id="batch_2", status="completed", output_file_id=None, error_file_id="f")
-    answers, failures = backend._collect(SimpleNamespace(files=files), done, one_request())
-    assert answers == {} and len(failures) == 1 and "echo" in failures[0]
+    answers, failures, refused = backend._collect(SimpleNamespace(files=files), done, one_request())
+    assert answers == {} and refused == [] and len(failures) == 1 and "echo" in failures[0]
     assert leaks(failures[0]) == []

@@ -192,7 +192,7 @@ def test_judge_ledger_pays_once_and_a_rerun_comes_from_the_cache(tmp_path):
 # ---------------------------------------------------------------- run_revise
 
 STS_FIELDS = {"S1": "a cat sat", "S2": "a cat was sitting", "S3": "a dog ran"}
-CANONICAL = '{"S1": "a cat sat", "S2": "a cat was sitting", "S3": "a dog ran"}'
+CANONICAL = '{"S1":"a cat sat","S2":"a cat was sitting","S3":"a dog ran"}'  # decoder form
 
 REVISIONS = {
     # keys out of order and padded: the revision is cleaned and written canonically

@@ -1,5 +1,6 @@
-"""The foundation's smoke job: a few schema-constrained teacher calls through the full LLM layer
-(backend, cache, ledger). Later stages replace it; it proves the plumbing end to end."""
+"""The teacher check: a few schema-constrained teacher calls through the full LLM layer (backend,
+cache, ledger), so a new endpoint, key or response format can be tried for the price of a few
+calls before any stage runs (`snakemake results/<run>/smoke/teacher.jsonl`)."""
 
 from __future__ import annotations
 
