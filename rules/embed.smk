@@ -89,6 +89,9 @@ rule evaluate:
     params:
         tasks=wf.eval_task_specs(config),
         base=EMBED["base"],
+        # how the untrained base of a decoder is read (speed.stages.evaluate)
+        kind=EMBED["kind"],
+        max_length=EMBED["max_length"],
     log:
         log_of("evaluate_{variant}"),
     threads: res("gpu", "threads")

@@ -1,6 +1,6 @@
-from speed.eval.run import evaluate_variant
 from speed.gpu import claim_gpus
 from speed.logs import setup_logging
+from speed.stages.evaluate import evaluate_variant
 
 sm = snakemake  # noqa: F821
 log = setup_logging(sm.log[0])
@@ -12,5 +12,7 @@ scores = evaluate_variant(
     sm.params.base,
     sm.output.scores,
     sm.output.mteb,
+    kind=sm.params.kind,
+    max_length=sm.params.max_length,
 )
 log.info("scores:\n%s", scores)

@@ -132,14 +132,16 @@ class Training:
     length: int  # tokens per sequence
     checkpointing: bool
     dpo: bool = False
+    lm_head: bool = True  # False: an embedding model (no LM head, no logits)
 
 
 def training_bytes(shape: Shape, t: Training) -> dict[str, int]:
     """The estimate's parts for one training process (see the module docstring)."""
     size = DTYPE_BYTES[t.dtype]
-    weights = shape.parameters() * size
+    head = 0 if t.lm_head or shape.tied else shape.vocab * shape.hidden
+    weights = (shape.parameters() - head) * size
     if t.lora_r is None:  # gradient + 2 AdamW moments per weight, at its dtype
-        state = shape.parameters() * size * 3
+        state = (shape.parameters() - head) * size * 3
         weights *= 2 if t.dpo else 1  # DPO's frozen reference is a second copy
     else:  # float32 adapters (the reference is the base without them) + their state
         adapters = shape.lora_parameters(t.lora_r) * 4
@@ -153,7 +155,7 @@ def training_bytes(shape: Shape, t: Training) -> dict[str, int]:
         activations = tokens * (shape.layers * h * size + per_layer)
     else:
         activations = tokens * shape.layers * per_layer
-    logits = tokens * shape.vocab * 4
+    logits = tokens * shape.vocab * 4 if t.lm_head else 0
     return {
         "weights": weights,
         "gradients_and_optimizer": state,

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from speed.memory_plan import format_memory, memory_plan
 from speed.prompts.align import judge_messages, request_text, revise_messages
 from speed.prompts.brainstorm import brainstorm_messages
 from speed.prompts.data import build_prompts, family_counts
@@ -182,6 +183,7 @@ def make_plan(config: dict[str, Any]) -> dict[str, Any]:
         "synthesis": synthesis,
         "comparison": _comparison(stages, n["synthesis"]),
         "jobs": gpu_jobs(config, synthesis["generators"], synthesis["revised_generators"]),
+        "memory": memory_plan(config),
         "shards": config["synthesis"]["shards"],
         "assumptions": _assumptions(),
     }
@@ -363,6 +365,7 @@ def format_plan(plan: dict[str, Any]) -> str:
         + ", ".join(f"{r} {n}" for r, n in jobs.items() if r != "total")
         + ")"
     )
+    lines += format_memory(plan["memory"])
     return "\n".join(lines)
 
 

@@ -45,17 +45,19 @@ class ScriptedBackend:
     contents; completion: the text), so the ledger and a budget guard see real numbers.
 
     `fail` picks requests that fail: a generate() call holding one raises GenerationError whose
-    `done` holds the answers to the others, as the real backends do after a partial failure."""
+    `done` holds the answers to the others, as the real backends do after a partial failure.
+    `cut` picks requests whose answers stop at max_tokens (finish_reason "length")."""
 
     def __init__(
         self,
         script: Script | Mapping[str, str],
         name: str = "scripted",
         fail: Callable[[Request], bool] | None = None,
+        cut: Callable[[Request], bool] | None = None,
     ):
         self.script: Script = by_substring(script) if isinstance(script, Mapping) else script
         self.identity: dict[str, Any] = {"backend": "scripted", "model": name}
-        self.fail = fail
+        self.fail, self.cut = fail, cut
         self.calls: list[list[Request]] = []  # the requests of every generate() call
         self.closed = 0
 
@@ -72,7 +74,7 @@ class ScriptedBackend:
             out.append(
                 Completion(
                     text=text,
-                    finish_reason="stop",
+                    finish_reason="length" if self.cut and self.cut(request) else "stop",
                     prompt_tokens=prompt_tokens,
                     completion_tokens=words(text),
                     parsed=parse_structured(text, request.schema),

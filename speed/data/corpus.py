@@ -6,10 +6,12 @@ Every drop is counted by reason so the stats add up: in = out + sum(drops).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
 from typing import Any
@@ -98,8 +100,22 @@ def _length_problem(record: dict[str, Any], min_words: int, max_words: int) -> s
     return None
 
 
+@dataclass
+class _Tally:
+    """What validation counted: drops by reason (also per family) and the repairs the kept
+    records needed, by kind."""
+
+    drops: Counter[str]
+    invalid_per_family: dict[str, Counter[str]] = dataclasses.field(default_factory=dict)
+    repairs: Counter[str] = dataclasses.field(default_factory=Counter)
+
+    def drop(self, family: str, reason: str) -> None:
+        self.drops[reason] += 1
+        self.invalid_per_family.setdefault(family, Counter())[reason] += 1
+
+
 def _validated(
-    rows: Iterable[dict[str, Any]], min_words: int, max_words: int, drops: Counter[str]
+    rows: Iterable[dict[str, Any]], min_words: int, max_words: int, tally: _Tally
 ) -> list[dict[str, Any]]:
     """Training records of the rows that parse and pass the checks; the others counted."""
     records = []
@@ -108,7 +124,7 @@ def _validated(
             row["family"], row["text"], row.get("max_chars"), row.get("finish_reason")
         )
         if checked.fields is None:
-            drops[f"invalid: {checked.reason}"] += 1
+            tally.drop(row["family"], f"invalid: {checked.reason}")
             continue
         provenance = {
             k: row.get(k) for k in ("topic", "topic_id", "task", "prompt_id", "generator")
@@ -116,8 +132,9 @@ def _validated(
         record = training_record(row["family"], checked.fields, row["instruction"], provenance)
         record["revised"] = row.get("revised")
         if problem := _length_problem(record, min_words, max_words):
-            drops[problem] += 1
+            tally.drop(row["family"], problem)
             continue
+        tally.repairs.update(checked.repairs)
         records.append(record)
     return records
 
@@ -215,6 +232,7 @@ class _Assembly:
         self.drops: Counter[str] = Counter({"near duplicate": 0})
         if self.eval_index is not None:
             self.drops["contaminated"] = 0
+        self.tally = _Tally(self.drops)
         self.per_family_in: Counter[str] = Counter()
         self.decontaminated: Counter[str] = Counter()
         self.exact: ExactDuplicates | None = ExactDuplicates()
@@ -226,7 +244,7 @@ class _Assembly:
     def validate(self, chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
         self.n_in += len(chunk)
         self.per_family_in.update(row["family"] for row in chunk)
-        return _validated(chunk, self.min_words, self.max_words, self.drops)
+        return _validated(chunk, self.min_words, self.max_words, self.tally)
 
     def add(self, records: list[dict[str, Any]]) -> None:
         """Dedup, decontaminate and keep one chunk's validated records."""
@@ -278,6 +296,10 @@ class _Assembly:
             "out": frame.height,
             "drops": dict(sorted(drops.items())),
             "dropped": sum(drops.values()),
+            "invalid_per_family": {
+                f: dict(sorted(c.items())) for f, c in sorted(self.tally.invalid_per_family.items())
+            },
+            "repairs": dict(sorted(self.tally.repairs.items())),
             "in_per_family": dict(sorted(self.per_family_in.items())),
             "out_per_family": dict(sorted(frame.group_by("family").len().iter_rows())),
             "dedup_rate": duplicates / max(1, self.n_deduped + duplicates),

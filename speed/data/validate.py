@@ -7,6 +7,7 @@ OpenAI's strict mode cannot decode (speed/llm/schema.py: non-empty fields, `max_
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,8 @@ def check_example(family: str, output: dict[str, Any], max_chars: int | None = N
     if family == "classification":
         if p == n:
             return Checked(None, "label equals misleading label")
+        if _contains_phrase(q, p) or _contains_phrase(q, n):
+            return Checked(None, "label in input")  # SPEED: neither label appears in the input
     elif family == "sts":
         if len({q, p, n}) < 3:
             return Checked(None, "S1, S2, S3 not distinct")
@@ -55,18 +58,36 @@ def check_example(family: str, output: dict[str, Any], max_chars: int | None = N
     return Checked(fields, None)
 
 
+TRUNCATED = "truncated"
+
+
+def unusable(finish_reason: str | None) -> str | None:
+    """Why a completion cannot become data whatever its text holds: the server refused the
+    request as too long (`context_length`), or the answer stopped at max_tokens (`truncated`:
+    the end of what the model meant to write is missing, so no repair may close it)."""
+    if finish_reason in DROPPED:
+        return finish_reason
+    return TRUNCATED if finish_reason == "length" else None
+
+
 def check_text(
     family: str, text: str, max_chars: int | None = None, finish_reason: str | None = None
 ) -> Checked:
-    """Parse (with repair) and check one raw model output. A request the server refused as too
-    long (finish_reason `context_length`) is dropped with that reason."""
-    if finish_reason in DROPPED:
-        return Checked(None, finish_reason)
+    """Parse (with repair) and check one raw model output; `unusable` ones are dropped first."""
+    if (why := unusable(finish_reason)) is not None:
+        return Checked(None, why)
     parsed = parse_json_object(text)
     if not parsed.ok:
         return Checked(None, parsed.error)
     checked = check_example(family, parsed.value, max_chars)
     return Checked(checked.fields, checked.reason, tuple(parsed.repairs))
+
+
+def _contains_phrase(text: str, phrase: str | None) -> bool:
+    """`phrase` as whole words in `text` (both normalized by `_norm`)."""
+    if not phrase:
+        return False
+    return re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", text) is not None
 
 
 def training_record(

@@ -11,8 +11,7 @@ in the table).
 
 from __future__ import annotations
 
-# The exact query format the embedding model is trained with (DESIGN/SPEED stage 12).
-QUERY_TEMPLATE = "Instruct: {instruction}\nQuery: "
+from speed.prompts.families import QUERY_FORMAT
 
 CATEGORY_DEFAULTS: dict[str, str] = {
     "STS": "Retrieve semantically similar text.",
@@ -155,6 +154,14 @@ def query_instruction(task_name: str, category: str) -> str:
     return TASK_INSTRUCTIONS.get(task_name) or CATEGORY_DEFAULTS.get(category, _GENERIC)
 
 
-def query_prefix(task_name: str, category: str) -> str:
-    """The full text put before each query, in the training format."""
-    return QUERY_TEMPLATE.format(instruction=query_instruction(task_name, category))
+def instruction_prefix(instruction: str, query_format: str = QUERY_FORMAT) -> str:
+    """What goes before a query: `query_format` (the model's own, from speed_embedding.json)
+    with its instruction filled in and `{query}` cut off its end."""
+    if not query_format.endswith("{query}"):
+        raise ValueError(f"query format {query_format!r} must end with {{query}}")
+    return query_format.removesuffix("{query}").format(instruction=instruction)
+
+
+def query_prefix(task_name: str, category: str, query_format: str = QUERY_FORMAT) -> str:
+    """The full text put before each query of a task, in the model's training format."""
+    return instruction_prefix(query_instruction(task_name, category), query_format)

@@ -26,14 +26,16 @@ import polars as pl
 
 from speed.eval.instructions import (
     CATEGORY_DEFAULTS,
-    QUERY_TEMPLATE,
     TASK_INSTRUCTIONS,
+    instruction_prefix,
     query_prefix,
 )
 from speed.eval.local_tasks import local_task
-from speed.eval.summary import write_csv
 from speed.io import atomic_dir
 from speed.llm.fingerprint import fingerprint
+from speed.prompts.families import QUERY_FORMAT
+
+EMBEDDING_CONFIG = "speed_embedding.json"  # speed.train.embedding.CONFIG_NAME (same layer)
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +61,18 @@ def _has_trained_prompts(st_model: Any) -> bool:
     return any(bool(v) for v in (getattr(st_model, "prompts", None) or {}).values())
 
 
-def _instructions_digest() -> str:
-    table = json.dumps([QUERY_TEMPLATE, TASK_INSTRUCTIONS, CATEGORY_DEFAULTS], sort_keys=True)
+def _instructions_digest(query_format: str = QUERY_FORMAT) -> str:
+    table = json.dumps([query_format, TASK_INSTRUCTIONS, CATEGORY_DEFAULTS], sort_keys=True)
     return hashlib.sha256(table.encode()).hexdigest()[:8]
+
+
+def saved_query_format(path: str | Path) -> str:
+    """The query format a model folder was trained with (speed_embedding.json, written by
+    speed.train.embedding), else SPEED's: a model trained here is queried as it was trained."""
+    saved = Path(path) / EMBEDDING_CONFIG
+    if saved.is_file():
+        return json.loads(saved.read_text())["query_format"]
+    return QUERY_FORMAT
 
 
 def _encoder(
@@ -70,6 +81,7 @@ def _encoder(
     revision: str,
     instructions: bool,
     per_query: dict[str, dict[str, str]],
+    query_format: str = QUERY_FORMAT,
 ) -> Any:
     from mteb import SentenceTransformerEncoderWrapper
     from mteb.types import PromptType
@@ -94,7 +106,7 @@ def _encoder(
                     self.model_prompts = None
                 else:  # queries, and both sides of symmetric tasks (STS, classification, ...)
                     key = prompt_type.value if prompt_type else task_metadata.type
-                    prefix = query_prefix(task_metadata.name, task_metadata.type)
+                    prefix = query_prefix(task_metadata.name, task_metadata.type, query_format)
                     self.model_prompts = {key: prefix}
             return super().encode(inputs, task_metadata=task_metadata, **kwargs)
 
@@ -103,10 +115,10 @@ def _encoder(
         ) -> Any:
             """Queries that carry their own instruction (a held-out synthetic task mixes many
             tasks): each is prefixed as in training; the task's default covers the rest."""
-            default = query_prefix(task_metadata.name, task_metadata.type)
+            default = query_prefix(task_metadata.name, task_metadata.type, query_format)
             texts = [t for batch in inputs for t in batch["text"]]
             prefixed = [
-                QUERY_TEMPLATE.format(instruction=table[t]) + t if t in table else default + t
+                instruction_prefix(table[t], query_format) + t if t in table else default + t
                 for t in texts
             ]
             # prompt="" keeps sentence-transformers from adding the model's saved query prompt
@@ -193,6 +205,7 @@ def model_identity(
     model_name: str | None = None,
     revision: str | None = None,
     use_instructions: bool = False,
+    query_format: str = QUERY_FORMAT,
 ) -> tuple[str, str, bool]:
     """(name, revision, instructions?) under which mteb files the model's results."""
     instructions = use_instructions or _has_trained_prompts(st_model)
@@ -201,7 +214,7 @@ def model_identity(
         name = f"local/{name}"
     rev = revision or fingerprint(path) or "unknown"
     if instructions:  # another prompt table is another model as far as the cache is concerned
-        rev = f"{rev}-instr{_instructions_digest()}"
+        rev = f"{rev}-instr{_instructions_digest(query_format)}"
     return name, rev, instructions
 
 
@@ -293,8 +306,11 @@ def evaluate_model(
     use_instructions: bool = False,
     batch_size: int = 32,
     results_dir: str | Path | None = None,
+    st_model: Any | None = None,
 ) -> pl.DataFrame:
     """Score `model` (a folder, or `minilm`) on task specs; columns task, category, metric, score.
+    `st_model`: the SentenceTransformer to score, when it is not the folder as saved (a bare
+    decoder as an encoder); `model` still names it and its files give its revision.
 
     The score is the task's mteb main score x 100. Queries get per-task instructions when the
     model was saved with prompts or `use_instructions` is set; otherwise texts go in as they are,
@@ -306,16 +322,17 @@ def evaluate_model(
 
     task_objs = load_tasks(tasks)  # bad specs fail before the model loads
     path = resolve_model_path(model)
-    st_model = SentenceTransformer(path)
+    st_model = st_model if st_model is not None else SentenceTransformer(path)
+    query_format = saved_query_format(path)
     name, rev, instructions = model_identity(
-        model, path, st_model, model_name, revision, use_instructions
+        model, path, st_model, model_name, revision, use_instructions, query_format
     )
     per_query = {
         t.metadata.name: t.query_instructions
         for t in task_objs
         if getattr(t, "query_instructions", None)
     }
-    encoder = _encoder(st_model, name, rev, instructions, per_query)
+    encoder = _encoder(st_model, name, rev, instructions, per_query, query_format)
     log.info("evaluating %s@%s (instructions=%s) on %d tasks", name, rev, instructions, len(tasks))
     with _cache_root(output_dir) as root:
         import mteb
@@ -327,29 +344,3 @@ def evaluate_model(
             names = [t.metadata.name for t in task_objs]
             keep_results(cache, encoder.mteb_model_meta, names, results_dir)
     return pl.DataFrame(rows, schema=dict.fromkeys(COLUMNS, pl.String) | {"score": pl.Float64})
-
-
-def evaluate_variant(
-    variant: str,
-    tasks: Sequence[str],
-    model: str | None,
-    base: str,
-    scores_csv: str | Path,
-    results_dir: str | Path,
-) -> pl.DataFrame:
-    """The workflow's evaluation of one variant (rule evaluate): its trained `model` folder, or
-    for `base` the untrained embedding base; scores to `scores_csv`, mteb's files to
-    `results_dir`. Trained models were trained with instructed queries, so they get them; the
-    base is scored as published."""
-    trained = variant != "base"
-    if trained and model is None:
-        raise ValueError(f"variant {variant}: no trained model folder to evaluate")
-    scores = evaluate_model(
-        model if trained else base,  # type: ignore[arg-type]
-        list(tasks),
-        model_name=f"speed/{variant}",
-        use_instructions=trained,
-        results_dir=results_dir,
-    )
-    write_csv(scores, str(scores_csv))
-    return scores

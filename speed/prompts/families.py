@@ -47,6 +47,10 @@ FAMILIES: dict[str, Family] = {
 
 # STS examples have no brainstormed task; their instruction is the E5-style STS instruction.
 STS_INSTRUCTION = "Retrieve semantically similar text."
+# How the embedding model reads a query (E5-mistral's format; `embedding.query_format`): training
+# writes it into speed_embedding.json and evaluation reads it from there. It ends with `{query}`,
+# so what comes before is a prefix, as sentence-transformers' prompts are.
+QUERY_FORMAT = "Instruct: {instruction}\nQuery: {query}"
 
 
 def output_schema(family: str, max_chars: int) -> dict[str, Any]:

@@ -90,8 +90,33 @@ def corpus_sections(corpus_stats: Mapping[str, Mapping[str, Any]]) -> list[str]:
         ["reason", *corpus_stats],
         [[r, *[s["drops"].get(r, 0) for s in corpus_stats.values()]] for r in reasons],
     )
+    lines += _per_family_drops(corpus_stats)
+    repairs = sorted({k for s in corpus_stats.values() for k in s.get("repairs", {})})
+    if repairs:
+        lines += ["", "## Repairs of kept examples, by kind", ""]
+        lines += _table(
+            ["repair", *corpus_stats],
+            [
+                [k, *[s.get("repairs", {}).get(k, 0) for s in corpus_stats.values()]]
+                for k in repairs
+            ],
+        )
     hits = [f"{v}: {s['decontamination_hits'] or 'none'}" for v, s in corpus_stats.items()]
     return [*lines, "", "Decontamination hits per evaluation task: " + "; ".join(hits) + "."]
+
+
+def _per_family_drops(corpus_stats: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Validation drops (truncated, invalid, label in input, length) per variant and family."""
+    rows = [
+        [v, family, reason, n]
+        for v, s in corpus_stats.items()
+        for family, reasons in s.get("invalid_per_family", {}).items()
+        for reason, n in reasons.items()
+    ]
+    if not rows:
+        return []
+    header = ["variant", "family", "reason", "n"]
+    return ["", "## Validation drops per family", "", *_table(header, rows)]
 
 
 def cost_section(cost: Mapping[str, Any]) -> list[str]:

@@ -9,7 +9,7 @@ from collections import Counter
 from typing import Any
 
 from speed.data.signals import parse_judgment, parse_revision
-from speed.data.validate import check_text
+from speed.data.validate import check_text, unusable
 from speed.io import read_jsonl, write_jsonl
 from speed.llm.factory import open_client
 from speed.llm.types import Request, Sampling
@@ -132,7 +132,7 @@ def run_judge(
     for r, (completion,) in zip(rows, results, strict=True):
         cands = r["candidates"]
         j = parse_judgment(completion.text, [c["valid"] for c in cands], max_reason_chars)
-        error = completion.finish_reason if completion.dropped else j.error
+        error = unusable(completion.finish_reason) or j.error
         if error is None and cands[j.best]["text"].strip() == cands[j.worst]["text"].strip():
             error = "chosen equals rejected"
         judgments.append(
@@ -201,8 +201,8 @@ def run_revise(
     kept, rejects, errors = [], [], Counter()
     for r, d, (completion,) in zip(rows, drafts, results, strict=True):
         rev = parse_revision(completion.text, r["family"], max_field_chars, max_reason_chars)
-        if completion.dropped or rev.fields is None:
-            why = completion.finish_reason if completion.dropped else rev.error
+        why = unusable(completion.finish_reason) or rev.error
+        if why is not None:
             errors[why] += 1
             rejects.append({"prompt_id": r["prompt_id"], "reason": why, "raw": completion.text})
             continue

@@ -108,6 +108,10 @@ def run_revise_shard(
                 "draft": r["text"],
                 "revision": c.text,
                 "text": final,
+                # The final text's: a valid revision of a draft cut at max_tokens is whole.
+                "finish_reason": c.finish_reason
+                if checked.fields is not None
+                else r.get("finish_reason"),
                 "revised": checked.fields is not None,
                 "revisor": llm.get("name"),
             }

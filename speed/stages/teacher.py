@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from speed.data.tasks import clean_tasks, parse_task_list
-from speed.data.validate import check_text, training_record
+from speed.data.validate import check_text, training_record, unusable
 from speed.io import atomic_file, read_jsonl, write_jsonl
 from speed.llm.factory import open_client
 from speed.llm.types import Request, Sampling
@@ -91,11 +91,11 @@ def run_brainstorm(
         results = client.generate(requests)
     rows: list[dict[str, Any]] = []
     dropped: Counter[str] = Counter()
-    refused: Counter[str] = Counter()  # requests the server refused (too long), counted apart
+    refused: Counter[str] = Counter()  # answers unusable as a whole (validate.unusable)
     lists_without_tasks = 0
     for topic, (completion,) in zip(topics, results, strict=True):
-        if completion.dropped:
-            refused[completion.finish_reason] += 1
+        if (why := unusable(completion.finish_reason)) is not None:
+            refused[why] += 1
             continue
         tasks = parse_task_list(completion.text)
         kept, why = clean_tasks(tasks, max_task_words, max_task_chars, MAX_ITEMS)
@@ -159,6 +159,7 @@ def run_seed(
         if checked.fields is None:
             reasons[checked.reason] += 1
             fam["rejected"] += 1
+            fam[f"rejected: {checked.reason}"] += 1
             rejects.append(
                 {
                     "prompt_id": p["id"],

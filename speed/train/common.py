@@ -30,7 +30,14 @@ from speed.train.cards import write_card
 
 # Spec fields that change how often things are written, not which weights come out: they stay
 # out of the checkpoint identity, so changing them resumes instead of starting over.
-_NOT_IDENTITY = {"save_steps", "save_total_limit", "logging_steps", "keep_checkpoints"}
+# Cadence and memory settings: a rerun that changes one (checkpointing after an OOM) resumes.
+_NOT_IDENTITY = {
+    "save_steps",
+    "save_total_limit",
+    "logging_steps",
+    "keep_checkpoints",
+    "gradient_checkpointing",
+}
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,7 @@ class TrainSpec:
     bf16: bool = False  # mixed precision; a CPU run stays in fp32
     dtype: str = "float32"  # weights as loaded (and saved); "bfloat16" halves memory on a GPU
     gradient_checkpointing: bool = False  # trades ~20% speed for memory on large models
+    attn_implementation: str | None = None  # transformers' default kernel (sdpa) when None
     extra: dict[str, Any] = field(default_factory=dict)  # more SFTConfig/DPOConfig kwargs
 
     @classmethod
@@ -98,10 +106,17 @@ class TrainSpec:
             "bf16": self.bf16,  # trl defaults it to True, which is wrong on most CPUs
             "gradient_checkpointing": self.gradient_checkpointing,  # trl defaults it to True
             "use_cpu": not torch.cuda.is_available(),
-            "model_init_kwargs": {"dtype": self.dtype},
+            "model_init_kwargs": self.model_kwargs(),
             "report_to": [],
             **self.extra,
         }
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """from_pretrained's keyword arguments for the trained model."""
+        kwargs: dict[str, Any] = {"dtype": self.dtype}
+        if self.attn_implementation is not None:
+            kwargs["attn_implementation"] = self.attn_implementation
+        return kwargs
 
     def lora_config(self) -> Any:
         from peft import LoraConfig

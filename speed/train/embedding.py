@@ -55,13 +55,14 @@ from typing import Any, Literal
 
 from speed.io import atomic_dir, atomic_file
 from speed.llm.fingerprint import fingerprint, write_digest
+from speed.prompts.families import QUERY_FORMAT
 from speed.train import cards
 from speed.train.cards import CardFacts
 from speed.train.common import checkpoint_dir, run_trainer, write_metrics
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_QUERY_FORMAT = "Instruct: {instruction}\nQuery: {query}"
+DEFAULT_QUERY_FORMAT = QUERY_FORMAT
 CONFIG_NAME = "speed_embedding.json"
 CURVE_NAME = "training_curve.json"
 Kind = Literal["encoder", "decoder"]
@@ -91,6 +92,8 @@ class EmbeddingSpec:
     seed: int = 0
     dtype: str = "float32"
     bf16: bool = False
+    gradient_checkpointing: bool = False  # memory, not math: not part of the identity
+    attn_implementation: str | None = None  # the decoder kind; None: transformers' default
     save_steps: int = 50  # checkpoint cadence: not part of the identity
 
     @classmethod
@@ -102,7 +105,11 @@ class EmbeddingSpec:
 
     def identity(self) -> dict[str, Any]:
         """Everything that decides the weights (the checkpoint folder's key)."""
-        ident = {k: v for k, v in asdict(self).items() if k != "save_steps"}
+        ident = {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in ("save_steps", "gradient_checkpointing")
+        }
         for key in ("lora_r", "lora_alpha", "lora_dropout"):
             del ident[key]
         lora = [self.lora_r, self.lora_alpha, self.lora_dropout]
@@ -112,11 +119,12 @@ class EmbeddingSpec:
         """embedding_trainer's keyword arguments."""
         keys = ("temperature", "batch_size", "mini_batch_size", "learning_rate", "warmup_steps")
         keys += ("weight_decay", "epochs", "max_steps", "seed", "save_steps", "bf16")
+        keys += ("gradient_checkpointing",)
         return {k: getattr(self, k) for k in keys}
 
     def model_kwargs(self) -> dict[str, Any]:
         """build_model's keyword arguments."""
-        keys = ("lora_r", "lora_alpha", "lora_dropout", "dtype")
+        keys = ("lora_r", "lora_alpha", "lora_dropout", "dtype", "attn_implementation")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -177,6 +185,31 @@ def _append_eos(tokenizer: Any) -> None:
         raise RuntimeError(f"could not make {type(tokenizer).__name__} append EOS")
 
 
+def decoder_encoder(
+    base: str, max_length: int, dtype: str = "float32", attn_implementation: str | None = None
+) -> Any:
+    """A causal LM as a sentence encoder, untrained: every text ends with EOS (the pad token is
+    EOS where the tokenizer has none), the embedding is the last token's hidden state,
+    normalized. What training starts from, and what the `base` variant of a decoder is scored
+    as (no published protocol exists for a bare decoder)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+
+    model_kwargs: dict[str, Any] = {"dtype": dtype}
+    if attn_implementation is not None:
+        model_kwargs["attn_implementation"] = attn_implementation
+    transformer = Transformer(
+        base,
+        model_kwargs=model_kwargs,
+        modality_config=_TEXT_ONLY,
+        module_output_name="token_embeddings",
+        max_seq_length=max_length,  # includes the EOS the post-processor adds
+    )
+    _append_eos(transformer.tokenizer)
+    pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="lasttoken")
+    return SentenceTransformer(modules=[transformer, pooling, Normalize()])
+
+
 def build_model(
     base: str,
     kind: Kind,
@@ -186,10 +219,10 @@ def build_model(
     lora_alpha: int = 32,
     lora_dropout: float = 0.05,
     dtype: str = "float32",
+    attn_implementation: str | None = None,
 ) -> Any:
     """A trainable SentenceTransformer (the decoder kind with a fresh LoRA adapter)."""
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 
     if kind == "encoder":
         model = SentenceTransformer(minilm_path() if base == "minilm" else base)
@@ -201,16 +234,7 @@ def build_model(
         raise ValueError("'minilm' is an encoder; kind='decoder' needs a causal LM folder")
     from peft import LoraConfig
 
-    transformer = Transformer(
-        base,
-        model_kwargs={"dtype": dtype},
-        modality_config=_TEXT_ONLY,
-        module_output_name="token_embeddings",
-        max_seq_length=max_length,  # includes the EOS the post-processor adds
-    )
-    _append_eos(transformer.tokenizer)
-    pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="lasttoken")
-    model = SentenceTransformer(modules=[transformer, pooling, Normalize()])
+    model = decoder_encoder(base, max_length, dtype, attn_implementation)
     model.add_adapter(
         LoraConfig(
             r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules="all-linear"
@@ -262,6 +286,7 @@ def embedding_trainer(
     seed: int,
     save_steps: int = 50,
     bf16: bool = False,
+    gradient_checkpointing: bool = False,
     loss: Any = None,
 ) -> Any:
     import torch
@@ -283,6 +308,7 @@ def embedding_trainer(
         batch_sampler=BatchSamplers.NO_DUPLICATES,
         seed=seed,
         bf16=bf16,
+        gradient_checkpointing=gradient_checkpointing,
         logging_steps=1,
         save_strategy="steps",
         save_steps=save_steps,

@@ -162,3 +162,17 @@ def test_parquet_round_trip(tmp_path):
     back = pl.read_parquet(tmp_path / "c.parquet")
     assert back.equals(frame)
     assert back.filter(pl.col("family") == "s2s")["negative"].to_list() == [None]
+
+
+def test_truncated_outputs_are_dropped_per_family_and_repairs_counted():
+    whole = [row(), row("sts"), row("classification", values=["a long input text", "x", "y"])]
+    cut = [{**row(), "finish_reason": "length"}, {**row("sts"), "finish_reason": "length"}]
+    fenced = {**row(), "text": "```json\n" + row()["text"] + "\n```"}
+    label_in_input = row("classification", values=["the input says Sports here", "sports", "y"])
+    frame, stats = build([*whole, *cut, fenced, label_in_input])
+    assert frame.height == 4  # the whole ones and the fenced one, never a truncated one
+    assert stats["drops"]["invalid: truncated"] == 2
+    assert stats["invalid_per_family"]["retrieval"] == {"invalid: truncated": 1}
+    assert stats["invalid_per_family"]["sts"] == {"invalid: truncated": 1}
+    assert stats["invalid_per_family"]["classification"] == {"invalid: label in input": 1}
+    assert stats["repairs"] == {"markdown fence": 1}

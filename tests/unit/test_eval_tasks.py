@@ -16,6 +16,7 @@ from speed.eval.instructions import (
     query_prefix,
 )
 from speed.eval.local_tasks import describe, detect_type, local_task
+from speed.prompts.families import QUERY_FORMAT
 from tests.eval_folders import (
     ANIMALS,
     CODE,
@@ -173,12 +174,13 @@ def test_instructions_reach_queries_only(tmp_path: Path) -> None:
     assert [p for f, p in seen if f == "encode_document"] == [None]  # documents: no instruction
 
 
-def test_queries_with_their_own_instruction_get_it(tmp_path: Path) -> None:
-    """The held-out synthetic retrieval task mixes tasks: each query keeps its own instruction."""
+@pytest.mark.parametrize("query_format", [QUERY_FORMAT, "Task: {instruction} | {query}"])
+def test_queries_with_their_own_instruction_get_it(tmp_path: Path, query_format: str) -> None:
+    """The held-out synthetic retrieval task mixes tasks: each query keeps its own instruction,
+    written in the model's own query format."""
     import mteb
     from sentence_transformers import SentenceTransformer
 
-    from speed.eval.instructions import QUERY_TEMPLATE
     from speed.eval.run import _encoder, resolve_model_path
 
     d = retrieval_folder(tmp_path / "SyntheticRetrieval")
@@ -199,10 +201,28 @@ def test_queries_with_their_own_instruction_get_it(tmp_path: Path) -> None:
         return orig(*a, **kw)
 
     st.encode = rec  # type: ignore[method-assign]
-    enc = _encoder(st, "local/x", "rev", True, {task.metadata.name: task.query_instructions})
+    table = {task.metadata.name: task.query_instructions}
+    enc = _encoder(st, "local/x", "rev", True, table, query_format)
     mteb.evaluate(enc, [task], cache=None, show_progress_bar=False, co2_tracker=False)
     q1 = queries[0]  # the one query with qrels
-    assert QUERY_TEMPLATE.format(instruction=q1["instruction"]) + q1["text"] in texts
+    assert query_format.format(instruction=q1["instruction"], query=q1["text"]) in texts
+
+
+def test_a_trained_folder_is_queried_in_its_saved_format(tmp_path: Path) -> None:
+    from speed.eval.run import model_identity, saved_query_format
+
+    assert saved_query_format(tmp_path) == QUERY_FORMAT  # no speed_embedding.json: SPEED's
+    own = "Task: {instruction} | {query}"
+    (tmp_path / "speed_embedding.json").write_text(json.dumps({"query_format": own}))
+    assert saved_query_format(tmp_path) == own
+    # Another query format is another model for mteb's cache.
+    ids = {
+        model_identity("m", str(tmp_path), None, "a/b", "r", True, f)[1]
+        for f in (own, QUERY_FORMAT)
+    }
+    assert len(ids) == 2
+    with pytest.raises(ValueError, match="must end with"):
+        query_prefix("SciFact", "Retrieval", "{query} (Instruct: {instruction})")
 
 
 def test_cache_is_keyed_by_content(tmp_path: Path) -> None:
@@ -224,7 +244,7 @@ def test_mteb_results_are_kept_in_mteb_layout(tmp_path: Path) -> None:
     import mteb
     import polars as pl
 
-    from speed.eval.run import evaluate_variant
+    from speed.stages.evaluate import evaluate_variant
 
     spec = f"local:{sts_folder(tmp_path / 'TinySTS')}"
     csv, kept = tmp_path / "eval" / "scores.csv", tmp_path / "eval" / "mteb"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -68,3 +70,46 @@ def test_known_bases_have_their_published_sizes():
     assert billions["Qwen/Qwen2.5-7B"] == pytest.approx(7.62, abs=0.005)
     lora = Shape(**KNOWN_SHAPES["meta-llama/Meta-Llama-3-8B"]).lora_parameters(16)
     assert lora == 41_943_040  # what peft prints for r 16 on all linear layers
+
+
+def _plan_config(name: str) -> dict:
+    from speed.plan import load_config
+
+    return load_config(f"config/{name}.yaml")
+
+
+def test_the_paper_plan_has_a_memory_line_per_job_both_ways():
+    from speed.memory_plan import format_memory, memory_plan
+
+    memory = memory_plan(_plan_config("paper"))
+    junior = memory["jobs"]["junior"]
+    # Llama-3-8B LoRA r16 in bf16, batch 4 x 4096 tokens: checkpointing is what makes it fit.
+    assert junior["checkpointing"] and junior["gib"] == junior["gib_with_checkpointing"]
+    assert junior["gib_with_checkpointing"] < 80 < junior["gib_without_checkpointing"]
+    assert memory["jobs"]["embedding"]["gib"] < 80  # Mistral-7B, no LM head, no logits
+    assert memory["over_limit"] == []
+    text = "\n".join(format_memory(memory))
+    assert "junior" in text and "synth_raw" in text and "warning" not in text
+
+
+def test_a_job_over_the_configured_gpu_memory_is_warned_about():
+    from speed.memory_plan import format_memory, memory_plan
+
+    config = _plan_config("paper")
+    config["junior"]["gradient_checkpointing"] = False
+    memory = memory_plan(config)
+    assert memory["over_limit"] == ["junior"]
+    assert "warning: junior needs about 87.4 GiB" in "\n".join(format_memory(memory))
+
+
+def test_tiny_models_have_no_estimate_before_they_exist():
+    from speed.memory_plan import memory_plan
+
+    assert memory_plan(_plan_config("config"))["jobs"]["junior"] is None
+
+
+def test_an_embedding_model_has_no_lm_head_or_logits(hub):
+    shape = find_shape(str(hub["mistral"]))
+    t = Training("float32", 4, batch=2, length=16, checkpointing=False)
+    lm, emb = training_bytes(shape, t), training_bytes(shape, replace(t, lm_head=False))
+    assert emb["logits"] == 0 and lm["weights"] - emb["weights"] == shape.vocab * shape.hidden * 4

@@ -430,3 +430,33 @@ def test_training_record(family, query, positive, negative):
         "family": family,
         **provenance,
     }
+
+
+def test_an_answer_cut_at_max_tokens_is_never_data():
+    whole = '{"S1": "a b", "S2": "a c", "S3": "d e"}'
+    assert check_text("sts", whole, finish_reason="stop").fields is not None
+    # Even when the text happens to parse: the model meant to write more.
+    assert check_text("sts", whole, finish_reason="length").reason == "truncated"
+    assert check_text("sts", '{"S1": "a b", "S2"', finish_reason="length").reason == "truncated"
+    assert check_text("sts", whole, finish_reason="context_length").reason == "context_length"
+
+
+@pytest.mark.parametrize(
+    "label, misleading, dropped",
+    [
+        ("sports", "politics", True),  # the label, any case, as a word of the input
+        ("politics", "Sports News", False),
+        ("travel", "the match", True),  # the misleading label as a phrase of the input
+        ("sport", "politics", False),  # part of a word is not the label
+    ],
+)
+def test_a_label_in_the_input_is_dropped(label, misleading, dropped):
+    text = json.dumps(
+        {
+            "input_text": "Sports: the match ended late.",
+            "label": label,
+            "misleading_label": misleading,
+        }
+    )
+    checked = check_text("classification", text)
+    assert (checked.reason == "label in input") is dropped

@@ -157,6 +157,18 @@ def test_judge_keeps_usable_verdicts_as_pairs_and_counts_every_drop(tmp_path):
     }
 
 
+def test_a_verdict_cut_at_max_tokens_is_dropped_as_truncated(tmp_path):
+    # "normal" holds a usable verdict; cut at max_tokens, it is no verdict at all.
+    backend = ScriptedBackend(
+        {f"[{pid}]": answer for pid, (_, answer) in JUDGE_LISTS.items()},
+        cut=lambda r: "[normal]" in last_user(r),
+    )
+    stats, out = judge(tmp_path, backend)
+    assert stats["pairs"] == 1 and stats["dropped"]["truncated"] == 1
+    judgments = {j["prompt_id"]: j for j in read_jsonl(out / "judgments.jsonl")}
+    assert judgments["normal"]["error"] == "truncated"
+
+
 def test_judge_asks_the_teacher_once_per_list_at_the_given_sampling(tmp_path):
     backend = judge_backend()
     judge(tmp_path, backend)
