@@ -20,15 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "query": {"type": "string", "maxLength": 40},
-        "document": {"type": "string", "maxLength": 40},
-    },
-    "required": ["query", "document"],
-    "additionalProperties": False,
-}
+from speed.llm.schema import string_fields
+
+SCHEMA = string_fields({"query": 40, "document": 40})
 MODELS = {"tiny-llama": "float32", "qwen2.5-0.5b-shape": "bfloat16"}
 
 

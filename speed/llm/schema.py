@@ -53,6 +53,21 @@ def _int_enum(node: dict[str, Any]) -> list[int] | None:
     return None
 
 
+def string_fields(max_chars: dict[str, int], min_chars: int = 0) -> dict[str, Any]:
+    """A closed object of required string fields, each at most `max_chars[name]` characters
+    (and at least `min_chars`, when > 0): the shape of every structured answer the stages ask
+    for."""
+    bounds = {"minLength": min_chars} if min_chars else {}
+    return {
+        "type": "object",
+        "properties": {
+            k: {"type": "string", **bounds, "maxLength": n} for k, n in max_chars.items()
+        },
+        "required": list(max_chars),
+        "additionalProperties": False,
+    }
+
+
 def strict_subset(schema: dict[str, Any]) -> dict[str, Any]:
     """`schema` with every object closed and fully required, bounded integers as enums, and no
     keyword strict mode refuses. A property the full schema leaves optional becomes nullable

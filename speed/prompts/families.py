@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from speed.llm.schema import string_fields
+
 # The families whose prompts are conditioned on a brainstormed task (STS is conditioned on a
 # topic). The one list the rules use too (rules/teacher.smk): its order is a rule param.
 BRAINSTORMED = ["retrieval", "classification", "s2s", "p2p"]
@@ -56,13 +58,7 @@ QUERY_FORMAT = "Instruct: {instruction}\nQuery: {query}"
 def output_schema(family: str, max_chars: int) -> dict[str, Any]:
     """JSON Schema of one generated example: exactly the family's keys, all non-empty strings.
     `max_chars` bounds every field, so a runaway generation ends instead of filling max_tokens."""
-    keys = FAMILIES[family].keys
-    return {
-        "type": "object",
-        "properties": {k: {"type": "string", "minLength": 1, "maxLength": max_chars} for k in keys},
-        "required": list(keys),
-        "additionalProperties": False,
-    }
+    return string_fields(dict.fromkeys(FAMILIES[family].keys, max_chars), min_chars=1)
 
 
 def field_max_chars(schema: dict[str, Any] | None) -> int | None:

@@ -9,17 +9,10 @@ from typing import Any
 
 from speed.io import write_jsonl
 from speed.llm.factory import open_client
+from speed.llm.schema import string_fields
 from speed.llm.types import Request, Sampling
 
-SMOKE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "topic": {"type": "string", "maxLength": 60},
-        "sentence": {"type": "string", "maxLength": 120},
-    },
-    "required": ["topic", "sentence"],
-    "additionalProperties": False,
-}
+SMOKE_SCHEMA = string_fields({"topic": 60, "sentence": 120})
 
 TOPICS = ["astronomy", "baking", "chess", "cycling", "gardening", "jazz", "sailing", "typography"]
 

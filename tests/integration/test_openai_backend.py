@@ -18,21 +18,14 @@ import pytest
 from speed.llm.cache import CompletionCache
 from speed.llm.client import LLMClient
 from speed.llm.openai_backend import OpenAIBackend, RequestRejected, TeacherAPIError
+from speed.llm.schema import string_fields
 from speed.llm.types import Request, Sampling
 from tests.servers import free_port, serve, vllm_server_cmd
 
 KEY_ENV = "SPEED_TEST_TEACHER_KEY"
 KEY = "sk-test-planted-0123456789"
 
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "topic": {"type": "string", "maxLength": 40},
-        "sentence": {"type": "string", "maxLength": 40},
-    },
-    "required": ["topic", "sentence"],
-    "additionalProperties": False,
-}
+SCHEMA = string_fields({"topic": 40, "sentence": 40})
 
 
 @pytest.fixture

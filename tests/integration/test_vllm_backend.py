@@ -6,20 +6,13 @@ import json
 
 import pytest
 
+from speed.llm.schema import string_fields
 from speed.llm.types import Request, Sampling
 
 pytest.importorskip("vllm")
 pytestmark = pytest.mark.slow
 
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "query": {"type": "string", "maxLength": 40},
-        "document": {"type": "string", "maxLength": 40},
-    },
-    "required": ["query", "document"],
-    "additionalProperties": False,
-}
+SCHEMA = string_fields({"query": 40, "document": 40})
 GREEDY = [
     Request.chat([{"role": "user", "content": f"Write example {i}."}], Sampling(0.0, 1.0, 24))
     for i in range(4)

@@ -6,18 +6,11 @@ import json
 
 import pytest
 
+from speed.llm.schema import string_fields
 from speed.llm.transformers_backend import TransformersBackend
 from speed.llm.types import Request, Sampling
 
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "query": {"type": "string", "maxLength": 40},
-        "document": {"type": "string", "maxLength": 40},
-    },
-    "required": ["query", "document"],
-    "additionalProperties": False,
-}
+SCHEMA = string_fields({"query": 40, "document": 40})
 
 
 def build_lora(base: str, out: str) -> str:
