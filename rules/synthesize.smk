@@ -47,6 +47,7 @@ rule synth_revised:
         shard=r"\d+",
     params:
         llm=wf.generator_spec(config, "revisor", f"{RUN}/models/revisor"),
+        shards=config["synthesis"]["shards"],  # which rows of the prompts the raw shard holds
         sampling=config["synthesis"]["revision_sampling"],
         seed=config["seed"],
         cache_dir=config["cache_dir"],

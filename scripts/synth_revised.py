@@ -14,4 +14,6 @@ run_revise_shard(
     cache_dir=sm.params.cache_dir,
     output=sm.output.revised,
     stats_output=sm.output.stats,
+    shard=int(sm.wildcards.shard),
+    shards=sm.params.shards,
 )

@@ -56,6 +56,23 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def read_jsonl_share(path: str | Path, part: int, parts: int) -> list[dict[str, Any]]:
+    """`read_jsonl(path)[part::parts]`, parsing only those rows: the others are read as bytes and
+    skipped, so a shard job of a file of millions of prompts holds and decodes only its share
+    (a row's own shard never moves, whatever the row lengths)."""
+    if not 0 <= part < parts:
+        raise ValueError(f"part {part} outside 0..{parts - 1}")
+    rows, i = [], 0
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.strip():  # blank lines are no rows, as in read_jsonl
+                continue
+            if i % parts == part:
+                rows.append(json.loads(line))
+            i += 1
+    return rows
+
+
 def read_json(path: str | Path) -> Any:
     with open(path) as f:
         return json.load(f)

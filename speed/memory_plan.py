@@ -41,6 +41,14 @@ def _generation(config: dict[str, Any], shape: Shape) -> dict[str, Any]:
     engine = config["generation"]["backend"]
     opts = config["backends"][engine]
     weights = generation_bytes(shape, _dtype(opts.get("dtype", "auto")), 0)["weights"]
+    if engine == "vllm" and opts.get("kv_cache_gib") is None:
+        # vLLM takes its share of the device and sizes the cache from what the weights leave.
+        share = opts.get("gpu_memory_utilization") or 0.9
+        limit = config["resources"]["gpu"].get("gpu_mem_gib")
+        weights_gib = round(weights / GIB, 1)
+        if limit is None:
+            return {"gib": weights_gib, "engine": "vllm, weights only (KV cache: its share)"}
+        return {"gib": round(share * limit, 1), "engine": f"vllm, {share:g} of the GPU"}
     if engine == "vllm":
         kv = opts["kv_cache_gib"] * GIB
     else:

@@ -65,7 +65,16 @@ def card_params(
 # listed here reruns what it touches, the safe side (tests/unit/test_knobs.py makes every key
 # of the schema be classed as one or the other).
 ENGINE_KNOBS: dict[str, tuple[str, ...]] = {
-    "vllm": ("kv_cache_gib", "max_lora_rank", "enforce_eager", "tensor_parallel_size"),
+    "vllm": (
+        "kv_cache_gib",
+        "max_lora_rank",
+        "enforce_eager",
+        "tensor_parallel_size",
+        "max_num_seqs",
+        "max_num_batched_tokens",
+        "gpu_memory_utilization",
+        "enable_prefix_caching",
+    ),
     "transformers": ("batch_size",),
 }
 # ... and those that decide outputs: rule params, and part of the backend's identity.

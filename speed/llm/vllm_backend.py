@@ -11,6 +11,13 @@ from speed.llm.chat_template import PROJECT_TEMPLATE, own_template
 from speed.llm.fingerprint import fingerprint
 from speed.llm.types import Completion, Request, parse_structured
 
+# Samples per `generate` call (the client commits each call's answers to the cache), as a
+# multiple of the sequences the engine keeps in flight. A call of exactly max_num_seqs drains
+# to an ever-emptier batch before the next call refills it; with 4x as many waiting, finished
+# sequences are replaced at once until the last quarter, so the engine runs near full while a
+# kill loses at most one call (seconds to minutes of GPU time).
+CALLS_PER_ENGINE_BATCH = 4
+
 
 def _on_cpu() -> bool:
     from vllm.platforms import current_platform
@@ -25,13 +32,21 @@ class VLLMBackend:
         adapter: str | None = None,
         dtype: str = "auto",
         max_model_len: int = 2048,
-        kv_cache_gib: float = 1.0,
+        kv_cache_gib: float | None = 1.0,
         max_lora_rank: int = 16,
         tensor_parallel_size: int = 1,
         seed: int = 0,
         enforce_eager: bool = False,
+        max_num_seqs: int | None = None,
+        max_num_batched_tokens: int | None = None,
+        gpu_memory_utilization: float = 0.9,
+        enable_prefix_caching: bool | None = None,
     ):
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(kv_cache_gib))))
+        """kv_cache_gib None: the KV cache is what `gpu_memory_utilization` of the device leaves
+        after the weights. None for max_num_seqs, max_num_batched_tokens or prefix caching:
+        vLLM's default for the device (on an H100, 1024 sequences and 16384 tokens a step)."""
+        if kv_cache_gib is not None:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(kv_cache_gib))))
         # The engine core in this process: no spawned child that re-imports a Snakemake script.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
@@ -52,7 +67,11 @@ class VLLMBackend:
             model=str(model),
             dtype=dtype,
             max_model_len=max_model_len,
-            kv_cache_memory_bytes=int(kv_cache_gib * 2**30),
+            kv_cache_memory_bytes=None if kv_cache_gib is None else int(kv_cache_gib * 2**30),
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens,
+            enable_prefix_caching=enable_prefix_caching,
             enable_lora=adapter is not None,
             max_lora_rank=max_lora_rank,
             tensor_parallel_size=tensor_parallel_size,
@@ -65,6 +84,10 @@ class VLLMBackend:
             # xgrammar lets raw control characters into JSON strings; guidance does not.
             structured_outputs_config={"backend": "guidance", "disable_any_whitespace": True},
         )
+        # The engine's own value when the config left it to vLLM. LLMClient sends (and commits)
+        # chunk_size samples per call.
+        self.max_num_seqs: int = self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
+        self.chunk_size = self.max_num_seqs * CALLS_PER_ENGINE_BATCH
         # A folder trained here carries its template and lists its end-of-turn token among the
         # generation config's EOS ids, which vLLM stops on; a base without one (never trained
         # here) is served with the project's (speed.llm.chat_template).

@@ -9,7 +9,7 @@ from collections import Counter
 from typing import Any
 
 from speed.data.validate import check_text
-from speed.io import read_jsonl, write_jsonl
+from speed.io import read_jsonl, read_jsonl_share, write_jsonl
 from speed.llm.factory import open_client
 from speed.llm.types import Request, Sampling
 from speed.prompts.align import canonical_output, request_text, revisor_messages
@@ -19,11 +19,12 @@ from speed.stages.teacher import prompt_requests, stable_seed, write_stats
 log = logging.getLogger(__name__)
 
 
-def shard_of(prompts: list[dict[str, Any]], shard: int, shards: int) -> list[dict[str, Any]]:
-    """Every `shards`-th prompt: each shard gets the same family mix."""
+def shard_of(prompts_path: str, shard: int, shards: int) -> list[dict[str, Any]]:
+    """Every `shards`-th prompt from the `shard`-th on, so each shard gets the same family mix;
+    only these rows are parsed (at paper scale a shard is 1/64 of 1.15M prompts)."""
     if not 0 <= shard < shards:
         raise ValueError(f"shard {shard} outside 0..{shards - 1}")
-    return prompts[shard::shards]
+    return read_jsonl_share(prompts_path, shard, shards)
 
 
 def run_generate(
@@ -42,7 +43,7 @@ def run_generate(
 ) -> dict[str, Any]:
     """One example per prompt of this shard (the teacher-only baseline runs this too, with a
     ledger, on its own fresh prompts)."""
-    prompts = shard_of(read_jsonl(prompts_path), shard, shards)
+    prompts = shard_of(prompts_path, shard, shards)
     requests = prompt_requests(prompts, sampling, seed, "synthesis")
     stage = "teacher_only" if ledger else None
     with open_client(llm, cache_dir, ledger, stage=stage, price=price) as client:
@@ -76,12 +77,20 @@ def run_revise_shard(
     cache_dir: str,
     output: str,
     stats_output: str,
+    shard: int = 0,
+    shards: int = 1,
 ) -> dict[str, Any]:
     """The revisor revises every raw example once. Both texts are kept; when the revision is
-    not a valid example the draft stays the final text, and that is counted."""
+    not a valid example the draft stays the final text, and that is counted. `raw_path` is
+    shard `shard` of `shards` (run_generate): only that share of the prompts is read."""
     raw = read_jsonl(raw_path)
     wanted = {r["prompt_id"] for r in raw}
-    prompts = {p["id"]: p for p in read_jsonl(prompts_path) if p["id"] in wanted}
+    prompts = {p["id"]: p for p in shard_of(prompts_path, shard, shards) if p["id"] in wanted}
+    if missing := wanted - prompts.keys():
+        raise ValueError(
+            f"{len(missing)} raw examples of {raw_path} have no prompt in shard {shard} of "
+            f"{shards} of {prompts_path} (e.g. {sorted(missing)[0]}): not this shard's output"
+        )
     requests = [
         Request.chat(
             revisor_messages(request_text(prompts[r["prompt_id"]]["messages"]), r["text"]),

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
+from speed.llm.cache import CompletionCache
+from speed.llm.client import LLMClient
 from speed.llm.schema import string_fields
 from speed.llm.types import Request, Sampling
 
@@ -47,6 +50,11 @@ def engines(tiny_models, tmp_path_factory):
         max_model_len=1024,
         kv_cache_gib=1,
         enforce_eager=True,
+        # Throughput knobs set off vLLM's CPU defaults (256 sequences, 4096 tokens a step), so
+        # the test below sees them reach the engine.
+        max_num_seqs=8,
+        max_num_batched_tokens=1536,
+        enable_prefix_caching=True,
     )
     yield backend
     backend.close()
@@ -90,3 +98,24 @@ def test_lora_changes_greedy_output(engines):
     adapted = texts(engines, GREEDY, lora=True)
     assert adapted != base
     assert adapted == texts(engines, GREEDY, lora=True)
+
+
+def test_throughput_knobs_reach_the_engine_and_size_the_calls(engines, tmp_path, caplog):
+    config = engines.llm.llm_engine.vllm_config
+    assert config.scheduler_config.max_num_seqs == engines.max_num_seqs == 8
+    assert config.scheduler_config.max_num_batched_tokens == 1536
+    assert config.cache_config.enable_prefix_caching is True
+    assert engines.chunk_size == 4 * 8
+    # The client hands the engine chunk_size samples per call and commits each call's answers.
+    requests = [
+        Request.chat([{"role": "user", "content": f"Say {i}."}], Sampling(1.0, 1.0, 8, seed=i))
+        for i in range(40)
+    ]
+    client = LLMClient(engines, CompletionCache(tmp_path / "completions"))
+    with caplog.at_level(logging.INFO, logger="speed.llm.client"):
+        chunked = [cs[0].text for cs in client.generate(requests)]
+    assert "generated 32/40 (in the cache)" in caplog.text
+    assert "generated 40/40 (in the cache)" in caplog.text
+    assert len(CompletionCache(tmp_path / "completions")) == 40
+    # Seeded samples decode alike in calls of 32 + 8 and in one call of 40.
+    assert chunked == [cs[0].text for cs in engines.generate(requests)]

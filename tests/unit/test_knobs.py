@@ -260,6 +260,11 @@ KNOB_CHANGES = [
     ("local", "backends.vllm.max_lora_rank", 64),
     ("local", "backends.vllm.enforce_eager", False),
     ("local", "backends.vllm.tensor_parallel_size", 2),
+    ("local", "backends.vllm.max_num_seqs", 64),
+    ("local", "backends.vllm.max_num_batched_tokens", 4096),
+    ("local", "backends.vllm.gpu_memory_utilization", 0.5),
+    ("local", "backends.vllm.enable_prefix_caching", False),
+    ("local", "backends.vllm.kv_cache_gib", None),  # null: gpu_memory_utilization sizes it
     ("local", "resources.gpu.threads", 6),  # threads of generation (and training) jobs
     ("local", "resources.llm.threads", 6),  # threads of teacher jobs on a local model
     ("openai", "teacher.openai.max_concurrency", 64),
