@@ -95,6 +95,23 @@ def run_candidates(
     return stats
 
 
+def judge_request(
+    row: dict[str, Any], temperature: float, max_tokens: int, max_reason_chars: int
+) -> Request:
+    """The teacher's judge call on one list of candidates."""
+    return Request.chat(
+        judge_messages(request_text(row["messages"]), [c["text"] for c in row["candidates"]]),
+        Sampling(
+            temperature=temperature,
+            top_p=1.0,
+            max_tokens=max_tokens,
+            seed=stable_seed("judge", row["prompt_id"]),
+        ),
+        schema=judge_schema(len(row["candidates"]), max_reason_chars),
+        id=row["prompt_id"],
+    )
+
+
 def run_judge(
     *,
     llm: dict[str, Any],
@@ -112,20 +129,7 @@ def run_judge(
     """The teacher picks best and worst of each list (paper: at temperature 0) -> one DPO pair
     per list."""
     rows = read_jsonl(candidates_path)
-    requests = [
-        Request.chat(
-            judge_messages(request_text(r["messages"]), [c["text"] for c in r["candidates"]]),
-            Sampling(
-                temperature=temperature,
-                top_p=1.0,
-                max_tokens=max_tokens,
-                seed=stable_seed("judge", r["prompt_id"]),
-            ),
-            schema=judge_schema(len(r["candidates"]), max_reason_chars),
-            id=r["prompt_id"],
-        )
-        for r in rows
-    ]
+    requests = [judge_request(r, temperature, max_tokens, max_reason_chars) for r in rows]
     with open_client(llm, cache_dir, ledger, stage="judge", price=price) as client:
         results = client.generate(requests)
     judgments, pairs, errors = [], [], Counter()

@@ -59,6 +59,27 @@ def write_stats(path: str | Path, stats: dict[str, Any]) -> None:
         f.write("\n")
 
 
+def brainstorm_requests(
+    family: str,
+    topics: list[dict[str, Any]],
+    list_size: int,
+    max_task_chars: int,
+    sampling: dict[str, Any],
+    seed: int,
+) -> list[Request]:
+    """One teacher call per topic, seeded by (seed, family, topic)."""
+    schema = brainstorm_schema(max_task_chars)
+    return [
+        Request.chat(
+            brainstorm_messages(family, t["path"], list_size),
+            Sampling(**sampling, seed=stable_seed(seed, "brainstorm", family, t["path"])),
+            schema=schema,
+            id=t["id"],
+        )
+        for t in topics
+    ]
+
+
 def run_brainstorm(
     *,
     llm: dict[str, Any],
@@ -77,16 +98,7 @@ def run_brainstorm(
     ledger: str,
 ) -> dict[str, Any]:
     topics = read_jsonl(topics_path)
-    schema = brainstorm_schema(max_task_chars)
-    requests = [
-        Request.chat(
-            brainstorm_messages(family, t["path"], list_size),
-            Sampling(**sampling, seed=stable_seed(seed, "brainstorm", family, t["path"])),
-            schema=schema,
-            id=t["id"],
-        )
-        for t in topics
-    ]
+    requests = brainstorm_requests(family, topics, list_size, max_task_chars, sampling, seed)
     with open_client(llm, cache_dir, ledger, stage="brainstorm", price=price) as client:
         results = client.generate(requests)
     rows: list[dict[str, Any]] = []
@@ -126,6 +138,25 @@ def run_brainstorm(
     write_stats(stats_output, stats)
     log.info("brainstorm %s: %s", family, stats)
     return stats
+
+
+def seed_record(
+    prompt: dict[str, Any], text: str, fields: dict[str, str], generator: str, index: int
+) -> dict[str, Any]:
+    """A seed example's training record, with the text the junior trains on: the teacher's own
+    when the decoder could have written it (speed.llm.json_format)."""
+    provenance = {
+        "topic": prompt["topic"],
+        "topic_id": prompt["topic_id"],
+        "task": prompt["task"],
+        "prompt_id": prompt["id"],
+        "generator": generator,
+        "stage": "seed",
+    }
+    record = training_record(prompt["family"], fields, prompt["instruction"], provenance)
+    record["id"] = f"seed-{index:06d}"
+    record["output"] = training_target(prompt["family"], text, fields)
+    return record
 
 
 def run_seed(
@@ -171,19 +202,8 @@ def run_seed(
             )
             continue
         fam["kept"] += 1
-        provenance = {
-            "topic": p["topic"],
-            "topic_id": p["topic_id"],
-            "task": p["task"],
-            "prompt_id": p["id"],
-            "generator": f"teacher:{llm.get('name', llm['model'])}",
-            "stage": "seed",
-        }
-        record = training_record(p["family"], checked.fields, p["instruction"], provenance)
-        record["id"] = f"seed-{len(records):06d}"
-        # What the junior trains on: the teacher's own text when the decoder could write it.
-        record["output"] = training_target(p["family"], completion.text, checked.fields)
-        records.append(record)
+        generator = f"teacher:{llm.get('name', llm['model'])}"
+        records.append(seed_record(p, completion.text, checked.fields, generator, len(records)))
     write_jsonl(output, records)
     write_jsonl(rejects_output, rejects)
     stats = {
