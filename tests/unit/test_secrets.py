@@ -166,6 +166,7 @@ def test_batch_refusal_and_error_file_are_scrubbed(api_key, tmp_path):
     line = {"custom_id": "0", "response": None, "error": {"message": f"echo {KEY}"}}
     files = SimpleNamespace(content=lambda file_id: SimpleNamespace(text=json.dumps(line)))
     done = SimpleNamespace(id="batch_2", status="completed", output_file_id=None, error_file_id="f")
-    answers, failures, refused = backend._collect(SimpleNamespace(files=files), done, one_request())
+    wanted = dict(enumerate(one_request()))
+    answers, failures, refused = backend._collect(SimpleNamespace(files=files), done, wanted)
     assert answers == {} and refused == [] and len(failures) == 1 and "echo" in failures[0]
     assert leaks(failures[0]) == []
