@@ -83,7 +83,8 @@ ENGINE_OUTPUTS: dict[str, tuple[str, ...]] = {
     "transformers": ("dtype",),
 }
 OPENAI_KNOBS = ("max_concurrency", "max_attempts", "timeout_s")  # teacher.openai
-OPENAI_OPTIONS = ("base_url", "api_key_env", "response_format")  # teacher.openai, as params
+# teacher.openai, as params
+OPENAI_OPTIONS = ("base_url", "api_key_env", "response_format", "strict_subset")
 BATCH_KNOBS = ("completion_window", "poll_s", "max_requests")  # teacher.openai.batch
 
 

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from speed.llm.schema import strict_subset
+from speed.llm import schema as strict_schema
 from speed.llm.secrets import scrub
 from speed.llm.types import (
     CONTEXT_LENGTH,
@@ -137,6 +137,7 @@ class OpenAIBackend:
         max_attempts: int = 5,
         timeout_s: float = 120.0,
         response_format: str = "json_schema",
+        strict_subset: bool = True,
     ):
         if response_format not in RESPONSE_FORMATS:
             raise ValueError(
@@ -153,6 +154,9 @@ class OpenAIBackend:
         self.max_attempts = max_attempts
         self.timeout_s = timeout_s
         self.response_format = response_format
+        # OpenAI refuses what its strict mode cannot decode; a local server (vLLM) decodes the
+        # full schema, bounds included, so it can be sent whole.
+        self.strict_subset = strict_subset
         # The mode decides what is decoded (and json_object changes the prompt): it is part of
         # what answered, so answers of one mode are never served for another.
         self.identity = {
@@ -160,6 +164,7 @@ class OpenAIBackend:
             "model": model,
             "base_url": base_url,
             "response_format": response_format,
+            **({} if strict_subset else {"strict_subset": False}),
         }
         self._cleared: set[str] = set()  # request shapes the server has accepted
 
@@ -201,7 +206,11 @@ class OpenAIBackend:
                 "type": "json_schema",
                 "json_schema": {
                     "name": "output",
-                    "schema": strict_subset(request.schema),
+                    "schema": (
+                        strict_schema.strict_subset(request.schema)
+                        if self.strict_subset
+                        else request.schema
+                    ),
                     "strict": True,
                 },
             }

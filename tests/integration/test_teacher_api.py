@@ -52,7 +52,10 @@ def _api_config(workflow: Path, url: str) -> None:
     config["teacher"]["backend"] = "openai"
     config["teacher"]["model"] = "tiny-teacher"
     config["teacher"]["price"] = {"prompt_per_m": 2.5, "completion_per_m": 10.0}
-    config["teacher"]["openai"].update(base_url=url, api_key_env=KEY_ENV, max_concurrency=4)
+    # A vLLM server decodes the full schema: bounded fields end before max_tokens.
+    config["teacher"]["openai"].update(
+        base_url=url, api_key_env=KEY_ENV, max_concurrency=4, strict_subset=False
+    )
     config["topics"]["n"] = 8
     config["prompts"]["n"]["seed"] = 23
     cfg_file.write_text(yaml.safe_dump(config, sort_keys=False))
