@@ -81,7 +81,10 @@ def transformers_url(tiny_models, tmp_path) -> Iterator[str]:
 
 @pytest.mark.slow
 def test_vllm_server_json_schema(vllm_url, tiny_models, api_key):
-    backend = OpenAIBackend(tiny_models["base"], vllm_url, api_key, max_concurrency=4)
+    # vLLM decodes the full schema, its maxLength bounds included (teacher.openai.strict_subset)
+    backend = OpenAIBackend(
+        tiny_models["base"], vllm_url, api_key, max_concurrency=4, strict_subset=False
+    )
     results = backend.generate(prompts(8, SCHEMA, max_tokens=200))
 
     assert len(results) == 8
@@ -319,6 +322,19 @@ def test_missing_api_key_names_the_variable(monkeypatch):
     monkeypatch.delenv("SPEED_TEST_MISSING_KEY", raising=False)
     with pytest.raises(TeacherAPIError, match="SPEED_TEST_MISSING_KEY"):
         OpenAIBackend("teacher", "http://127.0.0.1:9/v1", "SPEED_TEST_MISSING_KEY")
+
+
+def test_the_full_schema_goes_to_a_server_that_decodes_it(fake_server, api_key):
+    server = fake_server(lambda attempt, body: ok(body))
+    backend = OpenAIBackend("teacher", server.url, api_key, strict_subset=False)
+    backend.generate(prompts(1, SCHEMA))
+    [(body, _)] = server.seen
+    assert body["response_format"]["json_schema"] == {
+        "name": "output",
+        "schema": SCHEMA,
+        "strict": True,
+    }
+    assert backend.identity["strict_subset"] is False  # another answer than the subset's
 
 
 def test_request_body_and_response_format(fake_server, api_key):
