@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import replace
 
 from tqdm import tqdm
 
-from speed.llm.budget import SpendGuard
+from speed.llm.budget import BudgetExceeded, SpendGuard
 from speed.llm.cache import CompletionCache, cache_key
 from speed.llm.ledger import Ledger
 from speed.llm.types import DROPPED, Backend, Completion, GenerationError, Request
 
 log = logging.getLogger(__name__)
+
+# Streaming backends: requests reserved against the budget ahead of those sent, and how often
+# the spend table is settled (answers, seconds). Neither changes an output.
+RESERVE_BLOCK = 16
+SETTLE_EVERY = 16
+SETTLE_S = 1.0
 
 
 def expand_samples(request: Request) -> list[Request]:
@@ -82,10 +89,26 @@ class LLMClient:
                 self._record(requests[samples[idx][0]], done[idx])
         log.info("%d samples: %d cached, %d to generate", len(samples), len(found), len(todo))
 
-        # Flush to the cache in chunks, so a killed job keeps everything it finished. A budget
-        # guard may cut a chunk to what the budget still allows, or stop the job.
-        start = 0
         progress = tqdm(total=len(todo), desc="generate", unit="sample", mininterval=10)
+        if callable(getattr(self.backend, "stream", None)):
+            self._stream(todo, keys, requests, done, progress)
+        else:
+            self._chunks(todo, keys, requests, done, progress)
+        progress.close()
+
+        for idx, (ri, _s) in enumerate(samples):
+            if idx not in done:  # a repeat of an earlier sample of this batch: nothing paid
+                done[idx] = replace(done[first[keys[idx]]], cached=True)
+                self.cache_hits += 1
+                self._record(requests[ri], done[idx])
+            results[ri].append(done[idx])
+        return results
+
+    def _chunks(self, todo, keys, requests, done, progress) -> None:
+        """Generate in chunks of `flush_every`, each committed to the cache as it returns, so
+        a killed job keeps every chunk it finished. A budget guard may cut a chunk to what the
+        budget still allows, or stop the job."""
+        start = 0
         while start < len(todo):
             chunk = todo[start : start + self.flush_every]
             sent = [s for _idx, _ri, s in chunk]
@@ -102,15 +125,33 @@ class LLMClient:
             start += len(chunk)
             progress.update(len(chunk))
             log.info("generated %d/%d (in the cache)", start, len(todo))
-        progress.close()
 
-        for idx, (ri, _s) in enumerate(samples):
-            if idx not in done:  # a repeat of an earlier sample of this batch: nothing paid
-                done[idx] = replace(done[first[keys[idx]]], cached=True)
-                self.cache_hits += 1
-                self._record(requests[ri], done[idx])
-            results[ri].append(done[idx])
-        return results
+    def _stream(self, todo, keys, requests, done, progress) -> None:
+        """A streaming backend (OpenAI): each answer is committed to the cache and the ledger
+        as it arrives, and the pool stays full. The budget is reserved `RESERVE_BLOCK` requests
+        ahead of what is sent, and settled in batches as answers come (`_Settler`); a pass ends
+        when a reservation does not fit, and the next pass starts once the answers of this one
+        are settled (what they really cost frees what their worst case held)."""
+        start = 0
+        while start < len(todo):
+            start += self._pass(todo[start:], keys, requests, done, progress)
+            log.info("generated %d/%d (in the cache)", start, len(todo))
+
+    def _pass(self, rest, keys, requests, done, progress) -> int:
+        """One streaming pass over `rest`; how many of its requests were sent (and answered)."""
+        sent = [s for _idx, _ri, s in rest]
+        settler = _Settler(self.budget, sent)  # reserves the first block or raises
+
+        def on_answer(pos: int, out: list[Completion]) -> None:
+            self._keep([rest[pos]], [sent[pos]], {0: out}, keys, requests, done, settle=False)
+            settler.answered(pos, out[0])
+            progress.update(1)
+
+        try:
+            self.backend.stream(sent, on_answer, settler.admit)  # type: ignore[attr-defined]
+        finally:
+            settler.close()
+        return settler.admitted
 
     def _keep(
         self,
@@ -120,11 +161,12 @@ class LLMClient:
         keys: list[str],
         requests: list[Request],
         done: dict[int, Completion],
+        settle: bool = True,
     ) -> None:
         """Cache, ledger and settle the answered samples of a chunk (`outputs` by position).
         A dropped sample (refused as too long: unanswered, unbilled) is handed to the stage,
         which counts it, but never cached: a rerun asks again, for free."""
-        if self.budget is not None:
+        if settle and self.budget is not None:
             self.budget.settle(sent, [out[0] for out in outputs.values() if not out[0].dropped])
         self.backend_calls += len(outputs)
         fresh = {}
@@ -148,3 +190,57 @@ class LLMClient:
                 completion.cached,
                 completion.latency_s,
             )
+
+
+class _Settler:
+    """The budget of one streaming pass: reserves the worst case `RESERVE_BLOCK` requests at a
+    time before they are sent, and replaces it by what the answers cost every `SETTLE_EVERY`
+    answers or `SETTLE_S` seconds (the spend table is a shared SQLite file: one transaction per
+    answer would be the bottleneck). `close` settles the rest and releases what was reserved
+    for requests never answered. Without a budget it admits everything."""
+
+    def __init__(self, budget: SpendGuard | None, sent: list[Request]):
+        self.budget, self.sent = budget, sent
+        self.reserved = len(sent) if budget is None else 0
+        self.admitted = 0
+        self.pending: list[tuple[int, Completion]] = []
+        self.settled: set[int] = set()
+        self.last = time.monotonic()
+        if budget is not None:  # nothing fits: BudgetExceeded, before anything is sent
+            self.reserved = budget.reserve(sent[:RESERVE_BLOCK])
+
+    def admit(self, pos: int) -> bool:
+        if pos >= self.reserved and self.budget is not None:
+            try:
+                self.reserved += self.budget.reserve(self.sent[pos : pos + RESERVE_BLOCK])
+            except BudgetExceeded:
+                return False  # the next pass tries again once this one is settled
+        if pos >= self.reserved:
+            return False
+        self.admitted = pos + 1
+        return True
+
+    def answered(self, pos: int, completion: Completion) -> None:
+        if self.budget is None:
+            return
+        self.pending.append((pos, completion))
+        if len(self.pending) >= SETTLE_EVERY or time.monotonic() - self.last >= SETTLE_S:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.budget is None or not self.pending:
+            return
+        self.budget.settle(
+            [self.sent[pos] for pos, _c in self.pending],
+            [c for _pos, c in self.pending if not c.dropped],
+        )
+        self.settled.update(pos for pos, _c in self.pending)
+        self.pending, self.last = [], time.monotonic()
+
+    def close(self) -> None:
+        if self.budget is None:
+            return
+        self.flush()
+        unanswered = [self.sent[i] for i in range(self.reserved) if i not in self.settled]
+        if unanswered:
+            self.budget.settle(unanswered, [])

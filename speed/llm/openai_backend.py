@@ -1,7 +1,11 @@
 """Any OpenAI-compatible chat endpoint: OpenAI, Azure, a vLLM server, `transformers serve`.
 
-Requests run concurrently (bounded); the openai client retries 408/409/429/5xx, timeouts and
-dropped connections with exponential backoff and jitter, `max_attempts` tries in all.
+Requests stream: up to 2 x `max_concurrency` are started at a time, each answer is handed to
+the caller as it arrives (`stream`), and a slow request holds back no other. How many are on the
+wire adapts to the server (speed/llm/limiter.py: AIMD on 429s, pacing by the x-ratelimit
+headers, `max_concurrency` the ceiling). 408/409/429/5xx, timeouts and dropped connections are
+retried here (the openai client's own retries are off, so every 429 reaches the limiter) after
+the server's Retry-After or an exponential backoff with jitter, `max_attempts` tries in all.
 
 How the schema of a request is sent depends on `response_format` (config/README.md lists which
 OpenAI models support which): `json_schema` sends its strict subset (speed/llm/schema.py),
@@ -21,11 +25,14 @@ import asyncio
 import json
 import logging
 import os
+import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from speed.llm import schema as strict_schema
+from speed.llm.limiter import Limiter, retry_after
 from speed.llm.secrets import scrub
 from speed.llm.types import (
     CONTEXT_LENGTH,
@@ -46,6 +53,27 @@ SHAPE_CODES = frozenset(
 MESSAGE_CODES = frozenset({"content_filter", "content_policy_violation", "invalid_prompt"})
 
 
+OnAnswer = Callable[[int, list[Completion]], None]
+Admit = Callable[[int], bool] | None
+RETRIED_STATUS = frozenset({408, 409, 429})
+
+
+def _retryable(status: int) -> bool:
+    return status in RETRIED_STATUS or status >= 500
+
+
+def _backoff(attempt: int) -> float:
+    """0.5 s doubling to at most 8 s, less up to a quarter of jitter (as the openai client)."""
+    return min(0.5 * 2 ** (attempt - 1), 8.0) * (1 - 0.25 * random.random())
+
+
+def rate_tokens(body: dict[str, Any]) -> int:
+    """What a request counts against a tokens-per-minute limit, as OpenAI documents it: the
+    prompt estimated from its characters (about 4 a token) plus max_tokens for each of `n`."""
+    chars = sum(len(str(m.get("content") or "")) for m in body["messages"])
+    return chars // 4 + 4 * len(body["messages"]) + body["max_tokens"] * body.get("n", 1)
+
+
 class TeacherAPIError(GenerationError):
     pass
 
@@ -62,15 +90,6 @@ def api_key_from_env(var: str) -> str:
             "export the API key there before running teacher stages"
         )
     return key
-
-
-def _attempts_made(err: Exception) -> int | None:
-    """How many tries the openai client made: it numbers each one in `x-stainless-retry-count`."""
-    request = getattr(err, "request", None)
-    try:
-        return int(request.headers["x-stainless-retry-count"]) + 1  # type: ignore[union-attr]
-    except (AttributeError, KeyError, TypeError, ValueError):
-        return None
 
 
 def server_message(err: Any) -> str:
@@ -138,6 +157,7 @@ class OpenAIBackend:
         timeout_s: float = 120.0,
         response_format: str = "json_schema",
         strict_subset: bool = True,
+        adaptive: bool = True,
     ):
         if response_format not in RESPONSE_FORMATS:
             raise ValueError(
@@ -153,6 +173,10 @@ class OpenAIBackend:
         self.max_concurrency = max_concurrency
         self.max_attempts = max_attempts
         self.timeout_s = timeout_s
+        # Adaptive concurrency (speed/llm/limiter.py); False: a fixed pool of max_concurrency.
+        self.adaptive = adaptive
+        self._window = float(max_concurrency)  # the limiter's window, kept from run to run
+        self.limited = 0  # 429s received
         self.response_format = response_format
         # OpenAI refuses what its strict mode cannot decode; a local server (vLLM) decodes the
         # full schema, bounds included, so it can be sent whole.
@@ -177,12 +201,14 @@ class OpenAIBackend:
         return scrub(str(text), (self._api_key,))
 
     def _client(self, asynchronous: bool = True) -> Any:
+        """The async client of `stream` retries nothing itself (`_send` does, so the limiter
+        sees every refusal); the sync one (the Batch API's files and batches) retries."""
         from openai import AsyncOpenAI, OpenAI
 
         return (AsyncOpenAI if asynchronous else OpenAI)(
             api_key=self._api_key,
             base_url=self.base_url,
-            max_retries=self.max_attempts - 1,
+            max_retries=0 if asynchronous else self.max_attempts - 1,
             timeout=self.timeout_s,
         )
 
@@ -244,7 +270,7 @@ class OpenAIBackend:
             "which OpenAI models support which format"
         )
 
-    async def _one(self, client: Any, sem: asyncio.Semaphore, run: _Run, request: Request):
+    async def _one(self, client: Any, lim: Limiter, run: _Run, request: Request):
         """Send `request` once the server has accepted a request (any: the model, key and
         parameters are shared) and one of its shape (its schema, sampling): until then the
         first such request goes alone, so a refusal costs one request."""
@@ -263,34 +289,60 @@ class OpenAIBackend:
             for k in keys:
                 run.gates[k] = asyncio.Event()
             try:
-                return await self._send(client, sem, run, request, body)
+                return await self._send(client, lim, run, request, body)
             finally:
                 if run.stop is None:
                     self._cleared.update(keys)
                 for k in keys:
                     run.gates[k].set()
-        return await self._send(client, sem, run, request, body)
+        return await self._send(client, lim, run, request, body)
 
     async def _send(
-        self, client: Any, sem: asyncio.Semaphore, run: _Run, request: Request, body: dict
+        self, client: Any, lim: Limiter, run: _Run, request: Request, body: dict
     ) -> list[Completion]:
-        from openai import APIError
+        """Up to `max_attempts` tries: 408/409/429/5xx, timeouts and dropped connections are
+        retried after the server's Retry-After or an exponential backoff with jitter. The
+        client's own retries are off, so the limiter sees every 429 and its headers."""
+        from openai import APIConnectionError, APIStatusError
 
-        async with sem:
+        tokens = rate_tokens(body)
+        for attempt in range(1, self.max_attempts + 1):
             if run.stop is not None:
                 raise _NotSent
-            start = time.perf_counter()
-            try:
-                resp = await client.chat.completions.create(**body)
-            except APIError as err:
-                outcome = self._failed(err, run, request)
-                if isinstance(outcome, Exception):
-                    raise outcome from None
-                return outcome
-            latency = time.perf_counter() - start
-        return self._completions(resp, request, latency)
+            async with lim.slot(tokens) as slot:
+                if run.stop is not None:
+                    raise _NotSent
+                start = time.perf_counter()
+                try:
+                    raw = await client.chat.completions.with_raw_response.create(
+                        **body, extra_headers={"x-stainless-retry-count": str(attempt - 1)}
+                    )
+                except APIStatusError as err:
+                    slot.answered(err.status_code, err.response.headers)
+                    wait = retry_after(err.response.headers)
+                    if not _retryable(err.status_code) or attempt == self.max_attempts:
+                        return self._outcome(err, run, request, attempt)
+                except APIConnectionError as err:  # a timeout, a dropped connection
+                    slot.answered(None, None)
+                    wait = None
+                    if attempt == self.max_attempts:
+                        return self._outcome(err, run, request, attempt)
+                else:
+                    slot.answered(raw.status_code, raw.headers)
+                    latency = time.perf_counter() - start
+                    return self._completions(raw.parse(), request, latency)
+            await asyncio.sleep(wait if wait is not None else _backoff(attempt))
+        raise AssertionError("unreachable")
 
-    def _failed(self, err: Any, run: _Run, request: Request) -> Exception | list[Completion]:
+    def _outcome(self, err: Any, run: _Run, request: Request, attempts: int) -> list[Completion]:
+        outcome = self._failed(err, run, request, attempts)
+        if isinstance(outcome, Exception):
+            raise outcome from None
+        return outcome
+
+    def _failed(
+        self, err: Any, run: _Run, request: Request, attempts: int
+    ) -> Exception | list[Completion]:
         """The error a refused or failed request raises, or, refused as too long, its answer:
         `n` dropped completions."""
         status = getattr(err, "status_code", None)
@@ -310,8 +362,6 @@ class OpenAIBackend:
             rejected = self.refusal(request, status, body, kind)
             run.stop = run.stop or rejected
             return rejected
-        # 4xx other than 408/409/429 are not retried: count the attempts really made.
-        attempts = _attempts_made(err) or self.max_attempts
         # Not chained: a traceback would print the server's unscrubbed text again.
         return TeacherAPIError(
             f"teacher request {request.id or ''} failed after {attempts} "
@@ -350,26 +400,68 @@ class OpenAIBackend:
             )
         return out
 
-    async def _all(self, requests: list[Request]) -> list[list[Completion]]:
-        sem, run = asyncio.Semaphore(self.max_concurrency), _Run()
+    async def _stream(self, requests: list[Request], on_answer: OnAnswer, admit: Admit) -> None:
+        """Keep up to `2 x max_concurrency` requests started (the limiter decides how many of
+        them are on the wire): a slow request never holds back the ones after it."""
+        run, lim = _Run(), Limiter(self.max_concurrency, adaptive=self.adaptive)
+        lim.window = min(lim.window, self._window)
+        room = asyncio.Semaphore(2 * self.max_concurrency)
+        tasks: list[asyncio.Task] = []
+        failed = False
+
+        async def one(pos: int, request: Request) -> None:
+            nonlocal failed
+            try:
+                on_answer(pos, await self._one(client, lim, run, request))
+            except BaseException:
+                failed = True
+                raise
+            finally:
+                room.release()
+
         async with self._client() as client:
-            results = await asyncio.gather(
-                *(self._one(client, sem, run, r) for r in requests), return_exceptions=True
-            )
-        # The answered requests were billed: hand them up with the error.
-        done = {i: r for i, r in enumerate(results) if not isinstance(r, BaseException)}
+            for pos, request in enumerate(requests):
+                await room.acquire()
+                if failed or run.stop is not None or (admit is not None and not admit(pos)):
+                    room.release()
+                    break
+                tasks.append(asyncio.create_task(one(pos, request)))
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        self._window, self.limited = lim.window, self.limited + lim.limited
+        self._raise(results, len(requests) - len(tasks), run)
+
+    def _raise(self, results: list[Any], unstarted: int, run: _Run) -> None:
+        """The error of a run whose requests did not all succeed (their answers went up)."""
+        total = len(results) + unstarted
         if run.stop is not None:
-            unsent = sum(isinstance(r, _NotSent) for r in results)
-            more = f" ({unsent} of {len(requests)} requests not sent)" if unsent else ""
-            raise type(run.stop)(f"{run.stop}{more}", done)
+            unsent = unstarted + sum(isinstance(r, _NotSent) for r in results)
+            more = f" ({unsent} of {total} requests not sent)" if unsent else ""
+            raise type(run.stop)(f"{run.stop}{more}")
         failed = [r for r in results if isinstance(r, BaseException)]
-        if failed:
-            more = f" ({len(failed)} of {len(requests)} requests failed)" if len(failed) > 1 else ""
-            raise TeacherAPIError(f"{self.scrub(failed[0])}{more}", done) from failed[0]
-        return results  # type: ignore[return-value]
+        if not failed:
+            return
+        if not isinstance(failed[0], Exception) or not isinstance(failed[0], GenerationError):
+            raise failed[0]  # not the server's: e.g. the cache could not be written
+        more = f" ({len(failed)} of {total} requests failed)" if len(failed) > 1 else ""
+        if unstarted:
+            more += f" ({unstarted} of {total} requests not sent)"
+        raise TeacherAPIError(f"{self.scrub(failed[0])}{more}") from failed[0]
+
+    def stream(self, requests: list[Request], on_answer: OnAnswer, admit: Admit = None) -> None:
+        """Send `requests` in order, calling `on_answer(position, completions)` as each answer
+        arrives (so the caller commits it at once), and `admit(position)` before sending one:
+        False stops sending (the rest are left for the caller). Raises after the requests in
+        flight have ended when one fails for good."""
+        asyncio.run(self._stream(requests, on_answer, admit))
 
     def generate(self, requests: list[Request]) -> list[list[Completion]]:
-        return asyncio.run(self._all(requests))
+        answers: dict[int, list[Completion]] = {}
+        try:
+            self.stream(requests, answers.__setitem__)
+        except GenerationError as err:
+            err.done = answers  # the answered requests were billed: hand them up
+            raise
+        return [answers[i] for i in range(len(requests))]
 
     def close(self) -> None:
         pass

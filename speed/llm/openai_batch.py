@@ -51,6 +51,7 @@ Claim = tuple[Any, dict[int, int]]
 class OpenAIBatchBackend(OpenAIBackend):
     # The client hands over a whole job at once: batches of many requests are the point.
     chunk_size = sys.maxsize
+    stream = None  # type: ignore[assignment]  # a batch answers as a whole: LLMClient commits it in one chunk
 
     def __init__(
         self,
