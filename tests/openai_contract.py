@@ -27,7 +27,9 @@ limits), in the most restrictive documented version:
   is 400 `context_length_exceeded`; so is the upstream's own refusal of a too long prompt;
 - rate limits per key, requests and tokens per minute (token buckets; a request counts its
   estimated prompt plus max_tokens x n): 429 `rate_limit_exceeded` with `retry-after` and
-  `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` on every answer.
+  `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` on every answer; a refused request
+  counts toward the requests limit ("unsuccessful requests contribute to your per-minute
+  limit"), so a client that resends at once only digs deeper.
 
 The upstream stands in for OpenAI's model. A tiny random model cannot read instructions, so with
 `follow_prompt_schema` on, a JSON-mode request whose system message holds a JSON Schema (as the
@@ -485,6 +487,7 @@ class ContractServer:
         self.upstream_model = upstream_model
         self.minute_s = minute_s
         self.follow_prompt_schema = False
+        self.count_refused = True  # a 429 counts toward the requests limit, as OpenAI's do
         self.keys: dict[str, Key] = {}
         self.faults: list[Fault] = []
         self.log: list[Entry] = []
@@ -604,6 +607,12 @@ class ContractServer:
             if not short:
                 for kind, bucket in account.buckets.items():
                     bucket.level -= need[kind]
+            elif self.count_refused and "requests" in account.buckets:
+                # "Unsuccessful requests contribute to your per-minute limit, so continuously
+                # resending a request won't work" (OpenAI, rate limits guide): a refused
+                # request uses up a request, down to a minute's worth of debt.
+                bucket = account.buckets["requests"]
+                bucket.level = max(-bucket.limit, bucket.level - 1)
             headers = _rate_headers(account.buckets)
         if short:
             kind = short[0]

@@ -95,6 +95,34 @@ class ScriptedBackend:
         self.closed += 1
 
 
+class StreamingBackend(ScriptedBackend):
+    """A ScriptedBackend that streams as the OpenAI backend does: `admit(position)` before each
+    request is sent (False stops sending), `on_answer(position, completions)` as each answer
+    comes, in the order `order(n)` gives (e.g. the first request answering last). `each`, if
+    set, runs after every answer: a test looks at the cache there. A request that `fail` picks
+    raises after the others were answered."""
+
+    def __init__(self, script, order=None, each=None, **kwargs):
+        super().__init__(script, **kwargs)
+        self.order = order or (lambda n: list(range(n)))
+        self.each = each
+
+    def stream(self, requests, on_answer, admit=None) -> None:
+        sent = []
+        for pos in range(len(requests)):
+            if admit is not None and not admit(pos):
+                break
+            sent.append(pos)
+        self.calls.append([requests[pos] for pos in sent])
+        failed = [p for p in sent if self.fail is not None and self.fail(requests[p])]
+        for pos in (p for p in self.order(len(sent)) if p not in failed):
+            on_answer(pos, self._answer(requests[pos]))
+            if self.each is not None:
+                self.each(pos)
+        if failed:
+            raise GenerationError(f"scripted failure of {len(failed)} request(s)")
+
+
 @contextmanager
 def registered(backend: ScriptedBackend, kind: str = "scripted") -> Iterator[dict[str, Any]]:
     """A spec dict (as a rule's params) whose client is `backend`, while the block runs."""

@@ -25,6 +25,7 @@ import logging
 import os
 import socket
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,12 @@ class SpendGuard:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         if problem := lock_problem(Path(path).parent):
             raise RuntimeError(problem)
-        self._db = sqlite3.connect(path, timeout=600.0, isolation_level=None)
+        # A streaming client settles from a thread of its own while its event loop reserves:
+        # one connection, used under a lock.
+        self._db = sqlite3.connect(
+            path, timeout=600.0, isolation_level=None, check_same_thread=False
+        )
+        self._lock = threading.RLock()
         # A rollback journal under fcntl locks, which NFS carries across hosts; WAL would need
         # memory shared by every process that opens the file, which hosts cannot share.
         _leave_wal(self._db)
@@ -109,6 +115,10 @@ class SpendGuard:
 
     def spent(self) -> dict[str, float]:
         """What the run has paid plus what its live jobs have reserved."""
+        with self._lock:
+            return self._spent()
+
+    def _spent(self) -> dict[str, float]:
         calls, tokens, usd = self._db.execute(
             "SELECT s.calls + COALESCE(SUM(r.calls), 0), s.tokens + COALESCE(SUM(r.tokens), 0), "
             "s.usd + COALESCE(SUM(r.usd), 0) FROM spend s LEFT JOIN reserved r ON r.run = s.run "
@@ -145,9 +155,9 @@ class SpendGuard:
 
     def reserve(self, requests: list[Request]) -> int:
         """Reserve the worst case of the longest prefix of `requests` that fits; its length."""
-        with self._db:
+        with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            spent = self.spent()
+            spent = self._spent()
             calls, tokens, usd = spent["calls"], spent["tokens"], spent["usd"]
             fits = 0
             for request in requests:
@@ -165,7 +175,7 @@ class SpendGuard:
         reserved = [self.worst_case(r) for r in requests]
         tokens = sum(c.prompt_tokens + c.completion_tokens for c in completions)
         usd = sum(self.price.usd(c.prompt_tokens, c.completion_tokens) for c in completions)
-        with self._db:
+        with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._hold(
                 -len(reserved), -sum(t for _, t, _ in reserved), -sum(u for _, _, u in reserved)
@@ -200,11 +210,12 @@ class SpendGuard:
 
     def close(self) -> None:
         """Drop what this process still holds reserved: calls that never returned cost nothing."""
-        self._db.execute(
-            "DELETE FROM reserved WHERE run = ? AND host = ? AND pid = ?",
-            (self.run, self.host, self.pid),
-        )
-        self._db.close()
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM reserved WHERE run = ? AND host = ? AND pid = ?",
+                (self.run, self.host, self.pid),
+            )
+            self._db.close()
 
 
 def _alive(pid: int) -> bool:

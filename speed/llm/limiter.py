@@ -130,6 +130,11 @@ class Limiter:
         refill = (b.rate or 0.0) * max(0.0, now - b.at)
         return b.remaining - since + refill
 
+    def rate_of(self, kind: str) -> float | None:
+        """How fast the server's bucket of `kind` refills (a second), as its headers tell."""
+        bucket = self.buckets.get(kind)
+        return bucket.rate if bucket else None
+
     def full(self) -> bool:
         return self.in_flight >= (int(self.window) if self.adaptive else self.ceiling)
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from speed.llm.budget import BudgetExceeded, SpendGuard
-from speed.llm.cache import CompletionCache
+from speed.llm.cache import CompletionCache, cache_key
 from speed.llm.client import LLMClient
 from speed.llm.ledger import Ledger, Price
 from speed.llm.types import GenerationError, Request, Sampling
-from tests.scripted import ScriptedBackend, last_user, words
+from tests.scripted import ScriptedBackend, StreamingBackend, last_user, words
 
 PRICE = Price(prompt_per_m=1.0, completion_per_m=2.0)
 
@@ -156,4 +156,58 @@ def test_a_chunk_is_cut_to_the_budget_and_the_paid_part_kept(cache, tmp_path):
         client.generate([ask(f"q{i}") for i in range(5)])
     assert [[last_user(r) for r in call] for call in backend.calls] == [["q0", "q1", "q2"]]
     assert len(cache) == 3 and guard.spent()["calls"] == 3
+    guard.close()
+
+
+# --- a streaming backend (the OpenAI backend's path) --------------------------------------------
+
+
+def test_a_streamed_answer_is_in_the_cache_before_the_slowest_request_answers(cache, tmp_path):
+    """Request 0 answers last: each other answer is committed (another reader of the cache's
+    folder sees it) while request 0 is still pending, whatever SPEED_CACHE_FLUSH_EVERY says."""
+    batch = [ask(f"q{i}", id=f"r{i}") for i in range(4)]
+    keys = [cache_key({"backend": "scripted", "model": "scripted"}, r, 0) for r in batch]
+    seen: list[set[str]] = []
+
+    def each(_pos: int) -> None:
+        reader = CompletionCache(tmp_path / "completions.sqlite")
+        seen.append(set(reader.get_many(keys)))
+        reader.close(compact=False)
+
+    backend = StreamingBackend(by_seed, order=lambda n: [*range(1, n), 0], each=each)
+    stream = io.StringIO()
+    client = LLMClient(backend, cache, Ledger(stream, "test", "scripted", PRICE), flush_every=64)
+    out = client.generate(batch)
+    assert seen == [set(keys[1:2]), set(keys[1:3]), set(keys[1:4]), set(keys)]
+    assert [r["request_id"] for r in ledger_rows(stream)] == ["r1", "r2", "r3", "r0"]
+    assert [o[0].text for o in out] == [by_seed(r, 0) for r in batch]
+
+
+def test_streaming_under_a_budget_reserves_before_sending_and_settles(cache, tmp_path):
+    guard = SpendGuard(tmp_path / "spend.sqlite", "run", {"max_calls": 3}, PRICE)
+    held: list[float] = []
+    backend = StreamingBackend(by_seed, each=lambda _pos: held.append(guard.spent()["calls"]))
+    client = LLMClient(backend, cache, budget=guard)
+    with pytest.raises(BudgetExceeded, match="max_calls 3"):
+        client.generate([ask(f"q{i}") for i in range(5)])
+    # The three that fit were reserved before any was sent: spent + reserved stays 3.
+    assert held == [3, 3, 3]
+    assert [[last_user(r) for r in call] for call in backend.calls] == [["q0", "q1", "q2"]]
+    assert len(cache) == 3 and guard.spent()["calls"] == 3
+    assert guard._db.execute("SELECT calls FROM reserved").fetchall() == [(0,)]
+    guard.close()
+
+
+def test_a_failed_stream_keeps_its_answers_and_releases_the_rest(cache, tmp_path):
+    backend = StreamingBackend(by_seed, fail=lambda r: last_user(r) == "q1")
+    guard = SpendGuard(tmp_path / "spend.sqlite", "run", {"max_calls": 10}, PRICE)
+    client = LLMClient(backend, cache, budget=guard)
+    batch = [ask(f"q{i}") for i in range(3)]
+    with pytest.raises(GenerationError, match="scripted failure"):
+        client.generate(batch)
+    assert len(cache) == 2 and guard.spent()["calls"] == 2  # q1's worst case released
+    backend.fail, backend.calls = None, []
+    out = LLMClient(backend, cache, budget=guard).generate(batch)
+    assert [last_user(r) for r in backend.requests] == ["q1"]
+    assert [o[0].cached for o in out] == [True, False, True]
     guard.close()
