@@ -177,3 +177,13 @@ def run_stage(
 def ledger(root: Path, stage: str) -> list[dict[str, Any]]:
     path = root / stage / "ledger.jsonl"
     return read_jsonl(path) if path.exists() else []
+
+
+if __name__ == "__main__":
+    # A teacher job in a process of its own (a test kills it): python -m tests.teacher_stages
+    # ARGS.json with {stage, llm, root, params, inputs}.
+    import sys
+
+    args = json.loads(Path(sys.argv[1]).read_text())
+    inputs = {k: Path(v) for k, v in args["inputs"].items()}
+    run_stage(args["stage"], args["llm"], Path(args["root"]), args["params"], inputs)

@@ -23,6 +23,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 KINDS = ("requests", "tokens")
+# A paced start waits this much past the moment the bucket should hold it: the server took
+# the header's request a little after this client sent it, so the refill is counted early.
+PACE_MARGIN_S = 0.05
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 
@@ -92,8 +95,10 @@ class Limiter:
         ceiling: int,
         adaptive: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        margin_s: float = PACE_MARGIN_S,
     ):
         self.ceiling, self.adaptive, self.clock = max(1, ceiling), adaptive, clock
+        self.margin_s = margin_s
         self.window = float(self.ceiling)
         self.in_flight = 0
         self.started = 0  # starts so far; a start's number is its seq
@@ -117,7 +122,7 @@ class Limiter:
             need = 1 if kind == "requests" else tokens
             left = self.left(kind, now)
             if left < need and bucket.rate:
-                wait = max(wait, (need - left) / bucket.rate)
+                wait = max(wait, (need - left) / bucket.rate + self.margin_s)
         return wait
 
     def left(self, kind: str, now: float) -> float:

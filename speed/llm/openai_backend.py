@@ -71,7 +71,7 @@ def rate_tokens(body: dict[str, Any]) -> int:
     """What a request counts against a tokens-per-minute limit, as OpenAI documents it: the
     prompt estimated from its characters (about 4 a token) plus max_tokens for each of `n`."""
     chars = sum(len(str(m.get("content") or "")) for m in body["messages"])
-    return chars // 4 + 4 * len(body["messages"]) + body["max_tokens"] * body.get("n", 1)
+    return -(-chars // 4) + 4 * len(body["messages"]) + body["max_tokens"] * body.get("n", 1)
 
 
 class TeacherAPIError(GenerationError):

@@ -5,8 +5,15 @@ a bad key, a too long request, rate limits and server faults do to a job."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,12 +22,13 @@ import yaml
 
 from speed.io import read_jsonl
 from speed.llm.budget import ENV_VAR, SpendGuard, budget_env
-from speed.llm.cache import CompletionCache
+from speed.llm.cache import CompletionCache, cache_key
+from speed.llm.client import LLMClient
 from speed.llm.ledger import Price
 from speed.llm.openai_backend import OpenAIBackend, RequestRejected
 from speed.llm.types import CONTEXT_LENGTH, Request, Sampling
 from tests.batch_api import LocalBatchAPI
-from tests.conftest import snakemake
+from tests.conftest import ROOT, snakemake
 from tests.openai_contract import ContractServer
 from tests.servers import free_port, serve, vllm_server_cmd
 from tests.teacher_stages import STAGES, ledger, run_stage, small_params, write_inputs
@@ -307,8 +315,15 @@ def test_rate_limits_answer_429_with_their_headers_and_are_waited_out(api, limit
     ]
     # One request costs about 8 + 10 tokens: a limit of 2 per 2 s either way.
     api.add_key(KEY, **({"rpm": 2} if limit == "requests" else {"tpm": 40}))
+    # A fixed pool of 6 (the adaptive one would not overshoot: see below).
     backend = OpenAIBackend(
-        MODES["none"], api.url, KEY_ENV, max_concurrency=6, max_attempts=20, response_format="none"
+        MODES["none"],
+        api.url,
+        KEY_ENV,
+        max_concurrency=6,
+        max_attempts=30,
+        response_format="none",
+        adaptive=False,
     )
     answers = backend.generate(prompts)
     assert all(a[0].completion_tokens > 0 for a in answers)
@@ -321,6 +336,28 @@ def test_rate_limits_answer_429_with_their_headers_and_are_waited_out(api, limit
         for name in ("limit", "remaining", "reset"):
             assert f"x-ratelimit-{name}-{limit}" in entry.headers
     assert all(f"x-ratelimit-limit-{limit}" in e.headers for e in api.entries(200))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("limit", ["requests", "tokens"])
+def test_the_adaptive_pool_paces_itself_under_the_rate_limit(api, limit):
+    """The same limits and pool size: the backend reads the x-ratelimit headers and starts a
+    request only when the bucket holds it, so the fixed pool's 429s do not happen."""
+    api.minute_s = 2.0
+    prompts = [
+        Request.chat(
+            [{"role": "user", "content": f"Count to {i}."}], Sampling(max_tokens=8, seed=i)
+        )
+        for i in range(8)
+    ]
+    api.add_key(KEY, **({"rpm": 2} if limit == "requests" else {"tpm": 40}))
+    backend = OpenAIBackend(
+        MODES["none"], api.url, KEY_ENV, max_concurrency=6, max_attempts=30, response_format="none"
+    )
+    answers = backend.generate(prompts)
+    assert all(a[0].completion_tokens > 0 for a in answers)
+    assert len(api.entries(200)) == 8 and api.repeats() == 0
+    assert len(api.entries(429)) == backend.limited == 0
 
 
 @pytest.mark.slow
@@ -350,3 +387,86 @@ def test_server_errors_dropped_connections_and_slow_answers_are_retried(api):
     # The slow answer was given after the client had stopped waiting: it was sent again.
     assert [e.fault for e in api.log].count("slow") == 1
     assert len(api.entries(200)) == 4 and api.repeats() == 1
+
+
+# --- answers committed as they arrive -------------------------------------------------------
+
+
+def _prompts(n: int, max_tokens: int = 8) -> list[Request]:
+    return [
+        Request.chat(
+            [{"role": "user", "content": f"Name an animal, {i}."}],
+            Sampling(max_tokens=max_tokens, seed=i),
+            id=f"p{i}",
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.mark.slow
+def test_answers_reach_the_cache_while_the_slowest_request_is_pending(api, tmp_path):
+    """Request 1 takes 8 s; the four after it are answered and committed meanwhile, through
+    the other slot, whatever SPEED_CACHE_FLUSH_EVERY (2 here) says."""
+    prompts = _prompts(6)
+    api.fault("slow", when=lambda body: "animal, 1." in body["messages"][-1]["content"], delay_s=8)
+    backend = OpenAIBackend(
+        MODES["none"], api.url, KEY_ENV, max_concurrency=2, response_format="none"
+    )
+    client = LLMClient(backend, CompletionCache(tmp_path / "completions"), flush_every=2)
+    worker = threading.Thread(target=client.generate, args=(prompts,))
+    worker.start()
+    deadline = time.monotonic() + 120
+    while len(api.entries(200)) < 5 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)  # the last of them reaches the client
+    pending = [e for e in api.log if e.fault == "slow"]
+    assert len(pending) == 1 and pending[0].status is None, "the slow request already answered"
+    keys = [cache_key(backend.identity, r, 0) for r in prompts]
+    reader = CompletionCache(tmp_path / "completions")
+    assert set(reader.get_many(keys)) == {keys[i] for i in (0, 2, 3, 4, 5)}
+    reader.close(compact=False)
+    worker.join(timeout=120)
+    assert len(client.cache) == 6 and len(api.entries(200)) == 6
+
+
+@pytest.mark.slow
+def test_a_killed_teacher_job_pays_for_no_answer_again(api, tmp_path, monkeypatch):
+    """A seed job in its own process, under a budget, is SIGKILLed after 5 of its 12 answers
+    (the 6th and 7th hang in the server); the rerun sends exactly the other 7 requests, none
+    of them a repeat of an answer the killed job got, and the spend table counts 12 calls."""
+    monkeypatch.setenv(ENV_VAR, budget_env("kill", {"max_calls": 100}))
+    params = small_params(max_tokens=16)
+    inputs = write_inputs(tmp_path / "in", params, n=12)
+    llm = spec(api, "json_schema", max_concurrency=2)
+    arrivals = itertools.count()
+    api.fault("slow", delay_s=lambda: 0.0 if next(arrivals) < 5 else 30.0)
+    args = tmp_path / "job.json"
+    job = {"stage": "seed", "llm": llm, "root": str(tmp_path), "params": params}
+    args.write_text(json.dumps({**job, "inputs": {k: str(v) for k, v in inputs.items()}}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.teacher_stages", str(args)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while len(api.entries(200)) < 5 and time.monotonic() < deadline:
+            assert proc.poll() is None, "the job ended before it was killed"
+            time.sleep(0.1)
+        time.sleep(1.0)  # the fifth answer reaches the job
+        answered = {json.dumps(e.body, sort_keys=True) for e in api.entries(200)}
+        assert len(answered) == 5 and len(api.log) == 7  # two in flight, hanging
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    api.faults.clear()
+    mark = len(api.log)
+    result = run_stage("seed", llm, tmp_path, params, inputs)
+    rerun = api.log[mark:]
+    assert [e.status for e in rerun] == [200] * 7
+    assert not answered & {json.dumps(e.body, sort_keys=True) for e in rerun}
+    assert result["kept"] + result["rejected"] == 12
+    guard = SpendGuard(tmp_path / "cache" / "spend.sqlite", "kill", {}, Price())
+    assert guard.spent()["calls"] == 12  # the killed job's answers settled, its hold released
+    guard.close()
