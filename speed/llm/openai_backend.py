@@ -440,7 +440,7 @@ class OpenAIBackend:
         failed = [r for r in results if isinstance(r, BaseException)]
         if not failed:
             return
-        if not isinstance(failed[0], Exception) or not isinstance(failed[0], GenerationError):
+        if not isinstance(failed[0], GenerationError):
             raise failed[0]  # not the server's: e.g. the cache could not be written
         more = f" ({len(failed)} of {total} requests failed)" if len(failed) > 1 else ""
         if unstarted:
