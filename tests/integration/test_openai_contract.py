@@ -439,7 +439,7 @@ def test_a_killed_teacher_job_pays_for_no_answer_again(api, tmp_path, monkeypatc
     inputs = write_inputs(tmp_path / "in", params, n=12)
     llm = spec(api, "json_schema", max_concurrency=2)
     arrivals = itertools.count()
-    api.fault("slow", delay_s=lambda: 0.0 if next(arrivals) < 5 else 30.0)
+    api.fault("slow", delay_s=lambda: 0.0 if next(arrivals) < 5 else 10.0)
     args = tmp_path / "job.json"
     job = {"stage": "seed", "llm": llm, "root": str(tmp_path), "params": params}
     args.write_text(json.dumps({**job, "inputs": {k: str(v) for k, v in inputs.items()}}))
