@@ -27,6 +27,7 @@ from speed.data.corpus import COLUMNS
 from speed.data.validate import check_text
 from speed.eval.heldout import heldout_mask
 from speed.io import read_jsonl
+from speed.llm.fingerprint import fingerprint
 from speed.prompts.align import canonical_output
 from tests.conftest import SNAKEMAKE, copy_workflow, snakemake
 from tests.eval_folders import sts_folder
@@ -150,7 +151,18 @@ def test_evaluation_summary(run):
     scores = summary["score"].to_numpy()
     assert np.isfinite(scores).all() and (np.abs(scores) <= 100).all(), summary  # x100
     by_variant = {v: g.sort("task")["score"].to_list() for (v,), g in tasks.group_by("variant")}
-    assert by_variant["speed"] != by_variant["base"]  # the trained model was evaluated
+    assert by_variant["speed"] != by_variant["base"]
+    # The trained model was evaluated: scores that differ from the base's prove little (the
+    # trained variants are queried with instructions, the base is not), so check the identity
+    # mteb filed each variant's results under: the trained folder's, not the base's.
+    revisions = {}
+    for variant in ("base", "speed", "speed@0.5"):
+        (model,) = (out(run, "eval", variant, "mteb", "results")).iterdir()
+        (revision,) = (p.name for p in model.iterdir() if p.is_dir())
+        revisions[variant] = revision.split("-instr")[0]
+    for variant in ("speed", "speed@0.5"):
+        assert revisions[variant] == fingerprint(out(run, "embedding", variant)), revisions
+    assert len(set(revisions.values())) == 3, revisions
 
 
 def test_the_trained_embedding_model_loads_and_moved_from_its_base(run):

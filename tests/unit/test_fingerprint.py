@@ -205,3 +205,19 @@ def test_an_entry_not_older_than_the_manifest_clock_is_hashed_again(tmp_path, ha
     assert fingerprint(folder) == ident
     assert sorted(hashed) == sorted(r for r, e in files.items() if e["ctime_ns"] >= clock)
     assert "model.safetensors" in hashed
+
+
+def test_the_mteb_model_revision_is_the_model_identity(tmp_path, monkeypatch):
+    """mteb files results by (name, revision): two fine-tunes that differ only in the middle of
+    their weights get two revisions, and a hub id its cached commit's identity."""
+    from speed.eval.run import model_identity
+
+    a = _model(tmp_path / "junior", b"A")
+    b = _model(tmp_path / "senior", b"B")
+    rev_a, rev_b = (model_identity("m", str(p), None, "org/m")[1] for p in (a, b))
+    assert (rev_a, rev_b) == (fingerprint(a), fingerprint(b)) and rev_a != rev_b
+    monkeypatch.chdir(tmp_path)
+    _fake_cache(tmp_path / "hub", "org/model", "4" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    rev = model_identity("org/model", "org/model", None)[1]
+    assert rev == hashlib.sha256(f"hub:org/model@{'4' * 40}".encode()).hexdigest()[:16]

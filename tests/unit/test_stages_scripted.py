@@ -232,7 +232,7 @@ def test_revise_keeps_object_and_string_revisions_and_rejects_the_rest(tmp_path)
             sampling=sampling,
             max_field_chars=200,
             max_reason_chars=300,
-            seed=5,
+            seed=1,  # draws drafts 2 and 1 for the kept lists: neither is the first
             price=PRICE,
             cache_dir=str(tmp_path / "cache"),
             output=str(tmp_path / "revisions.jsonl"),
@@ -255,13 +255,15 @@ def test_revise_keeps_object_and_string_revisions_and_rejects_the_rest(tmp_path)
         ("S3 was too close", CANONICAL),
         ("stringified", CANONICAL),
     ]
+    # the seeded draws (valid or not: the broken candidate is a draft too), and their texts
+    assert [(r["draft_index"], r["draft"]) for r in kept] == [(2, C), (1, BROKEN)]
     for r in kept:
         assert (r["family"], r["messages"]) == ("sts", messages(r["prompt_id"]))
         # the draft is the candidate the teacher was shown
         assert r["draft"] == lists[0]["candidates"][r["draft_index"]]["text"]
         req = request_of(backend, r["prompt_id"])
         assert f"=== Draft ===\n{r['draft']}\n\n" in last_user(req)
-        assert req.sampling.seed == stable_seed(5, "revise", r["prompt_id"])
+        assert req.sampling.seed == stable_seed(1, "revise", r["prompt_id"])
         assert (req.sampling.temperature, req.sampling.top_p) == (0.7, 0.9)
     assert read_jsonl(tmp_path / "revisions.rejects.jsonl") == [
         {
