@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from speed.llm.factory import backend_options, register_backend, unregister_backend
-from speed.llm.openai_backend import OpenAIBackend, failure_kind
+from speed.llm.openai_backend import Admit, OnAnswer, OpenAIBackend, failure_kind
 from speed.llm.types import Completion, Request, Sampling
 from speed.plan import load_config
 from speed.prompts.families import output_schema
@@ -108,9 +108,13 @@ class Capture(OpenAIBackend):
 
     bodies: list[dict[str, Any]] = []
 
-    def generate(self, requests: list[Request]) -> list[list[Completion]]:
-        Capture.bodies += [self._body(r) for r in requests]
-        return [[Completion("{}", "stop", 10, 2)] * r.n for r in requests]
+    def stream(self, requests: list[Request], on_answer: OnAnswer, admit: Admit = None) -> None:
+        # LLMClient streams from an OpenAI backend: this is the call it makes.
+        for pos, request in enumerate(requests):
+            if admit is not None and not admit(pos):
+                return
+            Capture.bodies.append(self._body(request))
+            on_answer(pos, [Completion("{}", "stop", 10, 2)] * request.n)
 
 
 @pytest.mark.parametrize(
