@@ -12,7 +12,7 @@ rule junior:
         directory(f"{RUN}/models/junior"),
     params:
         base=model_param(config["generation"]["base"]),
-        train=config["junior"],
+        train=wf.train_params(config, "junior"),
         seed=config["seed"],
         checkpoints=f"{config['cache_dir']}/checkpoints",
         card=wf.card_params(config, config["generation"]["base"], "junior"),
@@ -123,7 +123,7 @@ rule senior:
     output:
         directory(f"{RUN}/models/senior"),
     params:
-        train=config["senior"],
+        train=wf.train_params(config, "senior"),
         seed=config["seed"],
         checkpoints=f"{config['cache_dir']}/checkpoints",
         card=wf.card_params(config, config["generation"]["base"], "senior"),
@@ -147,7 +147,7 @@ rule revisor:
         directory(f"{RUN}/models/revisor"),
     params:
         base=model_param(config["generation"]["base"]),
-        train=config["revisor"],
+        train=wf.train_params(config, "revisor"),
         seed=config["seed"],
         checkpoints=f"{config['cache_dir']}/checkpoints",
         card=wf.card_params(config, config["generation"]["base"], "revisor"),

@@ -62,7 +62,7 @@ rule embedding:
         directory(f"{RUN}/embedding/{{variant}}"),
     params:
         base=EMBED["base"],
-        train={k: v for k, v in EMBED.items() if k != "base"},
+        train=wf.train_params(config, "embedding"),
         seed=config["seed"],
         checkpoints=f"{config['cache_dir']}/checkpoints",
         card=lambda wc: wf.card_params(config, name=wc.variant),

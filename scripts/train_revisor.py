@@ -1,12 +1,15 @@
 from speed.gpu import claim_gpus
 from speed.logs import setup_logging
 from speed.stages.align import revisor_sft_examples
+from speed.train.distributed import job_processes, run_ranks
 from speed.train.sft import train_sft
 
 sm = snakemake  # noqa: F821
 log = setup_logging(sm.log[0])
-claim_gpus(sm.resources.get("gpu", 0))  # pin GPUs before torch/vLLM load
-train_sft(
+gpus = claim_gpus(sm.resources.get("gpu", 0))  # pin GPUs before torch/vLLM load
+run_ranks(
+    job_processes("revisor", len(gpus)),  # data-parallel ranks, one per GPU
+    train_sft,
     sm.params.base,
     revisor_sft_examples(sm.input.revisions),
     sm.output[0],

@@ -96,15 +96,27 @@ def local_engine_options(config: dict[str, Any], engine: str) -> dict[str, Any]:
     return opts
 
 
+TRAINING_SECTIONS = ("junior", "senior", "revisor", "embedding")
+TRAINING_KNOBS = ("processes",)  # how many ranks train: the same batches, the same weights
+
+
+def train_params(config: dict[str, Any], section: str) -> dict[str, Any]:
+    """A training rule's `train` params: its config section but the knobs (and the embedding's
+    `base`, a param of its own)."""
+    return {k: v for k, v in config[section].items() if k not in (*TRAINING_KNOBS, "base")}
+
+
 def knobs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Backend kind -> the knobs of the config (speed.llm.knobs), for SPEED_KNOBS."""
-    out = {
+    """Backend kind (and "training": section -> processes) -> the knobs of the config
+    (speed.llm.knobs), for SPEED_KNOBS."""
+    out: dict[str, dict[str, Any]] = {
         engine: {k: v for k, v in config["backends"][engine].items() if k in names}
         for engine, names in ENGINE_KNOBS.items()
     }
     o = config["teacher"]["openai"]
     out["openai"] = {k: o[k] for k in OPENAI_KNOBS if k in o}
     out["openai_batch"] = {k: v for k, v in o.get("batch", {}).items() if k in BATCH_KNOBS}
+    out["training"] = {s: config[s].get("processes", "auto") for s in TRAINING_SECTIONS}
     return out
 
 

@@ -27,6 +27,7 @@ from speed.llm.chat_template import (
 )
 from speed.llm.fingerprint import fingerprint, write_digest
 from speed.train.cards import write_card
+from speed.train.distributed import is_main_rank, split_batch, world
 
 # Spec fields that change how often things are written, not which weights come out: they stay
 # out of the checkpoint identity, so changing them resumes instead of starting over.
@@ -84,16 +85,22 @@ class TrainSpec:
         return {k: v for k, v in asdict(self).items() if k not in _NOT_IDENTITY}
 
     def trainer_kwargs(self, out_dir: Path) -> dict[str, Any]:
-        """The TrainingArguments fields SFTConfig and DPOConfig share."""
+        """The TrainingArguments fields SFTConfig and DPOConfig share; under torch.distributed
+        the configured (global) batch is split over the ranks (speed.train.distributed)."""
         import torch
 
+        processes = world()[1]
+        per_device, accumulation = split_batch(
+            self.per_device_batch_size, self.gradient_accumulation, processes
+        )
         return {
             "output_dir": str(out_dir),
             "learning_rate": self.learning_rate,
             "num_train_epochs": self.epochs,
             "max_steps": self.max_steps,
-            "per_device_train_batch_size": self.per_device_batch_size,
-            "gradient_accumulation_steps": self.gradient_accumulation,
+            "per_device_train_batch_size": per_device,
+            "gradient_accumulation_steps": accumulation,
+            **ddp_kwargs(processes),
             "max_length": self.max_length,
             # transformers 5 dropped warmup_ratio: a float in [0, 1) is a ratio of total steps.
             "warmup_steps": float(self.warmup_ratio),
@@ -130,6 +137,20 @@ class TrainSpec:
             target_modules=self.target_modules,
             task_type="CAUSAL_LM",
         )
+
+
+def ddp_kwargs(processes: int) -> dict[str, Any]:
+    """TrainingArguments for a multi-process run: gloo on CPU (accelerate's default backend
+    there is not always available), and no search for unused parameters: every LoRA (or full)
+    weight takes part in each forward, and the search breaks gradient checkpointing."""
+    import torch
+
+    if processes == 1:
+        return {}
+    return {
+        "ddp_backend": None if torch.cuda.is_available() else "gloo",
+        "ddp_find_unused_parameters": False,
+    }
 
 
 def data_digest(rows: list[dict[str, Any]]) -> str:
@@ -284,14 +305,23 @@ def train_merged(
     trained on), further `identity` parts and the spec; `make_trainer(checkpoint folder)` builds
     the trainer, which trains or resumes from the newest complete checkpoint there. Then, in one
     atomic `out_dir`: the merged model and tokenizer, metrics.json (`kind`, `summary(trainer)`,
-    the checkpoint folder, the spec) and the model card `card(metrics)`. Returns the metrics."""
+    the checkpoint folder, the spec, the world size) and the model card `card(metrics)`.
+    Returns the metrics (on rank 0; {} on the other ranks of a distributed run)."""
     ckpt = checkpoint_dir(
         checkpoint_root, kind, fingerprint(model), data_digest(rows), *identity, spec.identity()
     )
     trainer = make_trainer(ckpt)
     resumed = run_trainer(trainer, ckpt, log)
+    if not is_main_rank():
+        return {}  # rank 0 writes the output
     extra = summary(trainer) if summary is not None else {}
-    fields_ = {"kind": kind, **extra, "checkpoints": str(ckpt), "spec": asdict(spec)}
+    fields_ = {
+        "kind": kind,
+        **extra,
+        "world_size": world()[1],
+        "checkpoints": str(ckpt),
+        "spec": asdict(spec),
+    }
     with atomic_dir(out_dir) as tmp:
         merge_and_save(
             trainer.accelerator.unwrap_model(trainer.model), trainer.processing_class, tmp

@@ -91,6 +91,8 @@ def train_dpo(
         summary=lambda trainer: {**_summary(trainer, len(pairs)), "chat_template": source},
         card=lambda m: generator_card(facts, "dpo", spec, m, beta=m["beta"]),
     )
+    if not metrics:  # not rank 0 of a distributed run
+        return metrics
     last = metrics["last"]
     log.info(
         "DPO done: %d steps, last margin %s, accuracy %s",

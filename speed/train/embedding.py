@@ -58,7 +58,9 @@ from speed.llm.fingerprint import fingerprint, write_digest
 from speed.prompts.families import QUERY_FORMAT
 from speed.train import cards
 from speed.train.cards import CardFacts
-from speed.train.common import checkpoint_dir, run_trainer, write_metrics
+from speed.train.common import checkpoint_dir, ddp_kwargs, run_trainer, write_metrics
+from speed.train.distributed import is_main_rank, split_contrastive_batch, world
+from speed.train.step_sampler import trainer_class
 
 _log = logging.getLogger(__name__)
 
@@ -266,7 +268,12 @@ def make_loss(model: Any, temperature: float, mini_batch_size: int) -> Any:
     )
 
     return CachedMultipleNegativesRankingLoss(
-        model, scale=1.0 / temperature, mini_batch_size=mini_batch_size
+        model,
+        scale=1.0 / temperature,
+        mini_batch_size=mini_batch_size,
+        # Under DDP every query is scored against the candidates of all ranks: the in-batch
+        # negatives are those of the global batch, as in a one-process run (a no-op there).
+        gather_across_devices=world()[1] > 1,
     )
 
 
@@ -290,15 +297,13 @@ def embedding_trainer(
     loss: Any = None,
 ) -> Any:
     import torch
-    from sentence_transformers import (
-        SentenceTransformerTrainer,
-        SentenceTransformerTrainingArguments,
-    )
+    from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
 
+    processes = world()[1]
     args = SentenceTransformerTrainingArguments(
         output_dir=str(output_dir),
-        per_device_train_batch_size=batch_size,
+        per_device_train_batch_size=split_contrastive_batch(batch_size, processes),
         learning_rate=learning_rate,
         warmup_steps=warmup_steps,  # an int >= 1 is steps (transformers 5: a float < 1 a ratio)
         lr_scheduler_type="linear",
@@ -315,8 +320,9 @@ def embedding_trainer(
         save_total_limit=2,
         use_cpu=not torch.cuda.is_available(),
         report_to=[],
+        **ddp_kwargs(processes),
     )
-    return SentenceTransformerTrainer(
+    return trainer_class(processes)(
         model=model,
         args=args,
         train_dataset=datasets,
@@ -363,7 +369,8 @@ def train_embedding(
     docstring for the folder and for how to encode). `params`: EmbeddingSpec fields; `card`: the
     rule's card params (speed.train.cards.CardFacts). Checkpoints go under `checkpoint_root` in
     a folder keyed by the corpus content, the base model and every weight-deciding parameter; a
-    rerun resumes from the newest complete one. Returns the metrics."""
+    rerun resumes from the newest complete one. Returns the metrics (on rank 0; {} on the
+    other ranks of a distributed run, speed.train.distributed)."""
     log = log or _log
     spec = EmbeddingSpec.of(params)
     datasets = load_datasets(corpus, spec.query_format)
@@ -373,6 +380,11 @@ def train_embedding(
     ckpt = checkpoint_dir(
         checkpoint_root, "embedding", fingerprint(base_path), _file_digest(corpus), spec.identity()
     )
+    from transformers import set_seed
+
+    # The LoRA adapter is drawn here, before the Trainer seeds: seeded, its initial weights
+    # follow `seed` and not whatever the process drew before (the same on every rank too).
+    set_seed(spec.seed)
     model = build_model(base, spec.kind, spec.max_length, **spec.model_kwargs())
     trainer = embedding_trainer(model, datasets, ckpt, **spec.trainer_kwargs())
     counts = {k: len(v) for k, v in datasets.items()}
@@ -380,6 +392,8 @@ def train_embedding(
         "embedding training: %s %s, %s, scale %.1f", spec.kind, base, counts, trainer.loss.scale
     )
     resumed = run_trainer(trainer, ckpt, log)
+    if not is_main_rank():
+        return {}  # rank 0 writes the output
     model, prefix = _trained_model(trainer, spec, corpus)
     facts = CardFacts.of(card, cards.MINILM_ID if base == "minilm" else base)
     summary = _summary(trainer, base, counts, ckpt, spec)
@@ -431,6 +445,7 @@ def _summary(
         "train_runtime_s": train_stats.get("train_runtime"),
         "train_samples_per_second": train_stats.get("train_samples_per_second"),
         "checkpoints": str(ckpt),
+        "world_size": world()[1],
         "params": spec.identity(),
     }
 

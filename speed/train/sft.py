@@ -94,6 +94,8 @@ def train_sft(
         summary=lambda _: {"examples": len(examples), "chat_template": source},
         card=lambda m: generator_card(facts, "sft", spec, m),
     )
+    if not metrics:  # not rank 0 of a distributed run
+        return metrics
     log.info(
         "SFT done: %d steps, loss %s -> %s",
         metrics["global_step"],

@@ -1,12 +1,15 @@
-"""The SLURM profile on a real one-node SLURM cluster (.ci/slurm/start-slurm.sh, one fake GPU).
+"""The SLURM profile on a real one-node SLURM cluster (.ci/slurm/start-slurm.sh, 2 fake GPUs).
 
 Part of the tiny DAG (tiny models, topics, brainstorm, seed prompts, teacher seed examples,
-junior SFT) runs through `--workflow-profile profiles/slurm` with the GPU rules asking for a GPU,
-and again locally; the deterministic outputs must agree byte for byte.
+junior SFT) runs through `--workflow-profile profiles/slurm` with the GPU rules asking for two
+GPUs, and again locally; the deterministic outputs must agree byte for byte. The junior, given
+two GPUs, is one submission with one task that sees both devices and trains on two ranks
+(`processes: auto`; gloo on this CPU, as the fake GPUs are no CUDA devices).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -38,7 +41,8 @@ SMALL = {
 # torch sizes its thread pool from the CPUs it may use: 1 in a 1-CPU SLURM job, all of them
 # locally. Float reductions (and so sampled tokens) can depend on it: same count in both runs.
 THREADS_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-GPU = {"resources": {"gpu": {"gpu": 1}}}  # training/generator rules ask for the fake GPU
+# Training/generator rules ask for both fake GPUs, and a CPU per rank.
+GPU = {"resources": {"gpu": {"gpu": 2, "threads": 2}}}
 RULES = {"tiny_tokenizer", "tiny_llm", "topics", "brainstorm", "prompts", "seed", "junior"}
 # Seeded outputs: equal across runs (the teacher samples per-row seeded, on CPU, with the same
 # batches and thread count in both runs).
@@ -133,15 +137,21 @@ def test_slurm_profile_runs_the_dag_on_the_cluster(slurm_cluster, tmp_path):
             assert rec["JobState"] == "COMPLETED", (rule, rec)
             assert Path(rec["WorkDir"]).resolve() == cluster.resolve()
 
-    # The GPU rule asked SLURM for a GPU and ran on the one SLURM gave it; the others did not.
+    # The GPU rule asked SLURM for two GPUs in one submission of one task (not one task per
+    # GPU, the executor plugin's `tasks` pitfall), saw both and trained on two ranks; the
+    # other rules asked for no GPU.
     (junior,) = info["junior"]
-    assert "gpu:1" in junior.get("TresPerJob", "") + junior.get("TresPerNode", "")
+    assert "gpu:2" in junior.get("TresPerJob", "") + junior.get("TresPerNode", "")
+    assert junior["NumTasks"] == "1", junior
     for rule in RULES - {"junior"}:
         for rec in info[rule]:
             assert "gpu" not in rec.get("TresPerJob", "") + rec.get("TresPerNode", ""), rule
     junior_log = (cluster / RUN / "logs" / "junior.log").read_text()
-    assert "keeping CUDA_VISIBLE_DEVICES=0 set by SLURM" in junior_log
-    assert (cluster / RUN / "models" / "junior" / "config.json").is_file()
+    assert "keeping CUDA_VISIBLE_DEVICES=0,1 set by SLURM" in junior_log
+    assert "training on 2 processes" in junior_log
+    assert " rank0/2 " in junior_log and " rank1/2 " in junior_log
+    metrics = json.loads((cluster / RUN / "models" / "junior" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2
 
     # The same targets locally (default profile, no GPU): the seeded outputs are identical.
     local, local_cfg = _workflow(tmp_path / "local", SMALL)

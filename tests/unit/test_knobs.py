@@ -267,6 +267,8 @@ KNOB_CHANGES = [
     ("local", "backends.vllm.kv_cache_gib", None),  # null: gpu_memory_utilization sizes it
     ("local", "resources.gpu.threads", 6),  # threads of generation (and training) jobs
     ("local", "resources.llm.threads", 6),  # threads of teacher jobs on a local model
+    ("local", "junior.processes", 2),  # data-parallel ranks: the same batches, the same weights
+    ("local", "embedding.processes", 2),
     ("openai", "teacher.openai.max_concurrency", 64),
     ("openai", "teacher.openai.max_attempts", 9),
     ("openai", "teacher.openai.timeout_s", 600),
