@@ -28,7 +28,7 @@ from speed.train.dpo import train_dpo
 from speed.train.embedding import train_embedding
 from speed.train.sft import train_sft
 from tests.unit.test_embedding_train import write_corpus
-from tests.unit.test_train import EXAMPLES, PAIRS
+from tests.unit.test_train import EXAMPLES, PAIRS, start_until_checkpoint
 
 # Two ranks on the same global batches as one process: the per-step losses agree up to the
 # float rounding of a different reduction order (measured: below 1e-5 relative on the tiny
@@ -187,18 +187,12 @@ def test_a_killed_two_rank_job_resumes_from_its_checkpoint(tiny_models, tmp_path
         args = [tiny_models["base"], str(out), str(ckpt), str(data), mode]
         return [sys.executable, str(script), *args]
 
-    with open(tmp_path / "first.log", "w") as log:
-        proc = subprocess.Popen(cmd("slow"), stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 300
-        while not list(ckpt.glob("*/checkpoint-*/trainer_state.json")):
-            assert proc.poll() is None, (tmp_path / "first.log").read_text()
-            assert time.monotonic() < deadline, "no checkpoint within 300 s"
-            time.sleep(0.2)
-        ranks = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
-        ranks = [int(p) for p in ranks.stdout.split()]
-        assert len(ranks) == 2
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    proc = start_until_checkpoint(cmd("slow"), ckpt, tmp_path / "first.log", env)
+    ranks = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+    ranks = [int(p) for p in ranks.stdout.split()]
+    assert len(ranks) == 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
     deadline = time.monotonic() + 30
     while any(alive(p) for p in ranks) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -173,6 +173,21 @@ train_sft(base, examples, out, ckpt, spec, callbacks=[Slow()] if slow else None)
 """
 
 
+def start_until_checkpoint(
+    cmd: list[str], ckpt: Path, log: Path, env: dict[str, str], timeout: float = 300
+) -> subprocess.Popen:
+    """A training process started with `cmd`, returned (still running) once a complete
+    checkpoint is under `ckpt`; its output goes to `log`."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + timeout
+    while not list(ckpt.glob("*/checkpoint-*/trainer_state.json")):
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, f"no checkpoint within {timeout} s"
+        time.sleep(0.2)
+    return proc
+
+
 @pytest.mark.slow
 def test_resume_after_sigkill(tiny_models, tmp_path):
     from transformers import AutoModelForCausalLM
@@ -195,15 +210,9 @@ def test_resume_after_sigkill(tiny_models, tmp_path):
         ]
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(tmp_path / "first.log", "w") as log:
-        proc = subprocess.Popen(cmd("slow"), stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 240
-        while not list(ckpt.glob("*/checkpoint-*/trainer_state.json")):
-            assert proc.poll() is None, (tmp_path / "first.log").read_text()
-            assert time.monotonic() < deadline, "no checkpoint within 240 s"
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    proc = start_until_checkpoint(cmd("slow"), ckpt, tmp_path / "first.log", env)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
     assert not out.exists()  # the output appears only when training finished
     resume = find_resume(next(ckpt.iterdir()))
     assert resume is not None
