@@ -9,6 +9,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from speed.eval.languages import is_language_code
+
 # Corpus variant -> (generator, revised?): which shards it is assembled from. teacher_only, the
 # all-teacher baseline, has no generator.
 VARIANT_SOURCES: dict[str, tuple[str, bool]] = {
@@ -193,9 +195,6 @@ def decontamination_tasks(config: dict[str, Any]) -> dict[str, str]:
     return tasks
 
 
-_LANGUAGE_SUBSET = re.compile(r"[a-z]{2}(-[a-z]{2,4})?")  # speed.eval.local_tasks._SUBSET_RE
-
-
 def eval_task_key(spec: str) -> str:
     """The name of one evaluated task's job and file (`eval/<variant>/<key>.json`), from its
     spec alone (a held-out folder does not exist yet when the DAG is built): the task name of
@@ -205,7 +204,7 @@ def eval_task_key(spec: str) -> str:
     if kind != "local":
         return arg
     path = Path(arg)
-    if _LANGUAGE_SUBSET.fullmatch(path.name) and path.parent.name:
+    if is_language_code(path.name) and path.parent.name:
         return f"{path.parent.name}-{path.name}"
     return path.name
 
