@@ -54,9 +54,24 @@ def variant_inputs(wc):
 
 
 def eval_inputs(wc):
-    """Held-out tasks and the trained model of an evaluation job (rules/embed.smk)."""
-    inputs = {"tasks": [f"{RUN}/eval/heldout"]} if wf.uses_heldout(config) else {}
+    """The held-out split (for a held-out task) and the trained model of an evaluation job
+    (rules/embed.smk)."""
+    held_out = EVAL_TASKS[wc.task].startswith(f"local:{RUN}/eval/heldout/")
+    inputs = {"tasks": [f"{RUN}/eval/heldout"]} if held_out else {}
     if wc.variant != "base":
         inputs["model"] = f"{RUN}/embedding/{wc.variant}"
     return inputs
+
+
+def eval_resources():
+    """Resources of an evaluation job: the GPU rules', with the task's own from
+    `evaluation.resources` (speed.workflow.eval_resources)."""
+    return {k: _eval_resource(k) for k in ("mem_mb", "runtime", "gpu")}
+
+
+def _eval_resource(key):
+    def of(wildcards):
+        return wf.eval_resources(config, wildcards.task)[key]
+
+    return of
 

@@ -9,6 +9,9 @@ HELDOUT_FROM = config["corpus"]["variants"][0]
 SCALING = config["scaling"]
 SCALED = [f"{SCALING['variant']}@{f}" for f in sorted(SCALING["fractions"])]
 SCALING_POINTS = [*SCALED, SCALING["variant"]] if SCALED else []
+# One evaluation job per (variant, task): key -> spec (speed.workflow.eval_tasks).
+EVAL_TASKS = wf.eval_tasks(config)
+wf.check_eval_resources(config)
 
 
 rule heldout_tasks:
@@ -81,22 +84,24 @@ rule evaluate:
     input:
         unpack(eval_inputs),
     output:
-        scores=f"{RUN}/eval/{{variant}}/scores.csv",
-        # mteb's own result files, in its ResultCache layout (docs/schemas.md)
-        mteb=directory(f"{RUN}/eval/{{variant}}/mteb"),
+        # mteb's own result file with the model's identity (speed.eval.results, docs/schemas.md)
+        f"{RUN}/eval/{{variant}}/{{task}}.json",
     wildcard_constraints:
         variant="|".join(re.escape(v) for v in ["base", *VARIANT_NAMES, *SCALED]),
+        task="|".join(re.escape(k) for k in EVAL_TASKS),
     params:
-        tasks=wf.eval_task_specs(config),
+        task=lambda wc: EVAL_TASKS[wc.task],
         base=EMBED["base"],
         # how the untrained base of a decoder is read (speed.stages.evaluate)
         kind=EMBED["kind"],
         max_length=EMBED["max_length"],
+        # mteb's result cache, one folder per (model, task, data revision): a rerun resumes
+        cache=f"{config['cache_dir']}/mteb",
     log:
-        log_of("evaluate_{variant}"),
+        log_of("evaluate_{variant}_{task}"),
     threads: res("gpu", "threads")
     resources:
-        **gpu_resources(),
+        **eval_resources(),
     conda:
         "../envs/embed.yaml"
     script:
@@ -105,7 +110,7 @@ rule evaluate:
 
 rule eval_summary:
     input:
-        expand(f"{RUN}/eval/{{variant}}/scores.csv", variant=EVAL_VARIANTS),
+        expand(f"{RUN}/eval/{{variant}}/{{task}}.json", variant=EVAL_VARIANTS, task=EVAL_TASKS),
     output:
         f"{RUN}/eval/summary.csv",
     params:
@@ -126,7 +131,11 @@ rule ablations:
     """Every corpus variant trained and evaluated, whatever corpus.variants lists (the paper's
     ablation table): `snakemake results/<run>/eval/ablations.csv`."""
     input:
-        expand(f"{RUN}/eval/{{variant}}/scores.csv", variant=["base", *VARIANT_NAMES]),
+        expand(
+            f"{RUN}/eval/{{variant}}/{{task}}.json",
+            variant=["base", *VARIANT_NAMES],
+            task=EVAL_TASKS,
+        ),
     output:
         f"{RUN}/eval/ablations.csv",
     params:

@@ -124,7 +124,7 @@ rule scaling_data:
 rule scaling:
     input:
         data=expand(f"{RUN}/embedding_data/{{v}}.parquet", v=SCALING_POINTS),
-        scores=expand(f"{RUN}/eval/{{v}}/scores.csv", v=SCALING_POINTS),
+        scores=expand(f"{RUN}/eval/{{v}}/{{task}}.json", v=SCALING_POINTS, task=EVAL_TASKS),
     output:
         fit=f"{RUN}/report/scaling.json",
         figure=report(

@@ -7,11 +7,11 @@ log = setup_logging(sm.log[0])
 claim_gpus(sm.resources.get("gpu", 0))  # pin GPUs before torch/vLLM load
 scores = evaluate_variant(
     sm.wildcards.variant,
-    sm.params.tasks,
+    sm.params.task,
     sm.input.get("model"),
     sm.params.base,
-    sm.output.scores,
-    sm.output.mteb,
+    sm.output[0],
+    sm.params.cache,
     kind=sm.params.kind,
     max_length=sm.params.max_length,
 )

@@ -306,7 +306,8 @@ def gpu_jobs(config: dict[str, Any], generators: list[str], revised: list[str]) 
         "synth_raw": shards * len(generators),
         "synth_revised": shards * len(revised),
         "embedding": len(variants) + scaled,
-        "evaluate": 1 + len(variants) + scaled,
+        # one job per (evaluated model, task): the base, each variant, each scaling point
+        "evaluate": (1 + len(variants) + scaled) * len(config["evaluation"]["tasks"]),
     }
     if config["resources"]["llm"].get("gpu", 0) and config["teacher"]["backend"] != "openai":
         jobs |= {"brainstorm": len(BRAINSTORMED), "seed": 1, "judge": 1, "revise": 1}

@@ -5,8 +5,11 @@ Kept out of the .smk files so they are unit-tested and so every rule gets the sa
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
+
+from speed.eval.languages import is_language_code
 
 # Corpus variant -> (generator, revised?): which shards it is assembled from. teacher_only, the
 # all-teacher baseline, has no generator.
@@ -204,13 +207,54 @@ def decontamination_tasks(config: dict[str, Any]) -> dict[str, str]:
     return tasks
 
 
-def eval_task_specs(config: dict[str, Any]) -> list[str]:
-    """`heldout:<Name>` names a task of this run's held-out split; others pass through."""
+def eval_task_key(spec: str) -> str:
+    """The name of one evaluated task's job and file (`eval/<variant>/<key>.json`), from its
+    spec alone (a held-out folder does not exist yet when the DAG is built): the task name of
+    `mteb:<Name>` and `heldout:<Name>`; a `local:` folder's name, `<parent>-<name>` for a folder
+    named like a language subset (`.../AmazonCounterfactualClassification/en`)."""
+    kind, _, arg = spec.partition(":")
+    if kind != "local":
+        return arg
+    path = Path(arg)
+    if is_language_code(path.name) and path.parent.name:
+        return f"{path.parent.name}-{path.name}"
+    return path.name
+
+
+def eval_tasks(config: dict[str, Any]) -> dict[str, str]:
+    """Task key -> spec of every evaluated task, in config order; `heldout:<Name>` becomes the
+    `local:` folder of this run's held-out split. One evaluation job per (variant, key)."""
     heldout = f"{run_dir(config)}/eval/heldout"
-    return [
-        f"local:{heldout}/{t.removeprefix('heldout:')}" if t.startswith("heldout:") else t
-        for t in config["evaluation"]["tasks"]
-    ]
+    tasks: dict[str, str] = {}
+    for t in config["evaluation"]["tasks"]:
+        key = eval_task_key(t)
+        if key in tasks or not re.fullmatch(r"[\w.@+-]+", key):
+            raise ValueError(
+                f"evaluation.tasks: {t!r} is named {key!r}, "
+                + ("as another task is" if key in tasks else "not usable as a file name")
+            )
+        name = t.removeprefix("heldout:")
+        tasks[key] = f"local:{heldout}/{name}" if t.startswith("heldout:") else t
+    return tasks
+
+
+def eval_resources(config: dict[str, Any], key: str) -> dict[str, int]:
+    """mem_mb, runtime and gpu of one task's evaluation jobs: `resources.gpu`, with the task's
+    `evaluation.resources` entry over it (retrieval over large corpora needs longer)."""
+    gpu = config["resources"]["gpu"]
+    base = {"mem_mb": gpu["mem_mb"], "runtime": gpu["runtime"], "gpu": gpu.get("gpu", 0)}
+    return base | config["evaluation"].get("resources", {}).get(key, {})
+
+
+def check_eval_resources(config: dict[str, Any]) -> None:
+    """A resources entry for a task that is not evaluated is a typo, never silently ignored."""
+    keys = [eval_task_key(t) for t in config["evaluation"]["tasks"]]
+    unknown = sorted(set(config["evaluation"].get("resources", {})) - set(keys))
+    if unknown:
+        raise ValueError(
+            f"evaluation.resources names tasks that evaluation.tasks does not: {unknown} "
+            f"(the tasks are {keys})"
+        )
 
 
 def uses_heldout(config: dict[str, Any]) -> bool:

@@ -115,3 +115,27 @@ def retrieval_folder(d: Path) -> Path:
     (d / "qrels").mkdir()
     (d / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td0\t1\n")
     return d
+
+
+def task_result_file(path: Path, task: str, category: str, metric: str, score: float) -> str:
+    """A per-task evaluation file (speed.eval.results) as rule evaluate writes it, for report
+    tests that need no evaluation: one test split, main score `score` / 100."""
+    doc = {
+        "dataset_revision": "0",
+        "task_name": task,
+        "mteb_version": "2.26.24",
+        "scores": {
+            "test": [{"main_score": score / 100, "hf_subset": "default", "languages": ["eng-Latn"]}]
+        },
+        "evaluation_time": 1.0,
+        "kg_co2_emissions": None,
+        "date": None,
+        "evaluation_phases": None,
+        "model_name": "speed/test",
+        "model_revision": "0",
+        "task_type": category,
+        "main_score_name": metric,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc))
+    return str(path)

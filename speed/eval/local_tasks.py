@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import functools
 import json
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from mteb.abstasks import (
 from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 from mteb.abstasks.task_metadata import TaskMetadata
 
+from speed.eval.languages import LANGS, is_language_code
 from speed.io import read_jsonl
 from speed.llm.fingerprint import fingerprint
 
@@ -64,16 +64,6 @@ _PROTOCOL_ATTRS: dict[str, tuple[str, ...]] = {
     "PairClassification": (),
     "Clustering": (),
 }
-
-# Language-subset folders (`.../AmazonCounterfactualClassification/en`): ISO 639-1 code, with an
-# optional suffix as in mteb's subset names ("en-ext", "en-en"), mapped to mteb's lang-script tag.
-_LANGS = {
-    "en": "eng-Latn", "de": "deu-Latn", "fr": "fra-Latn", "es": "spa-Latn", "it": "ita-Latn",
-    "pt": "por-Latn", "nl": "nld-Latn", "pl": "pol-Latn", "ru": "rus-Cyrl", "ar": "ara-Arab",
-    "tr": "tur-Latn", "ja": "jpn-Jpan", "zh": "cmn-Hans", "ko": "kor-Hang", "hi": "hin-Deva",
-    "sv": "swe-Latn", "da": "dan-Latn", "fi": "fin-Latn", "no": "nob-Latn", "cs": "ces-Latn",
-}  # fmt: skip
-_SUBSET_RE = re.compile(r"([a-z]{2})(-[a-z]{2,4})?")
 
 
 @dataclass(frozen=True)
@@ -160,9 +150,8 @@ def describe(folder: str | Path) -> LocalSpec:
     if task_type not in TASK_TYPES:
         raise ValueError(f"{d}: unsupported task type {task_type!r}; one of {TASK_TYPES}")
 
-    m = _SUBSET_RE.fullmatch(d.name)
     parent_task = registered_task(d.parent.name)
-    is_subset = bool(m and m.group(1) in _LANGS) or (
+    is_subset = is_language_code(d.name) or (
         parent_task is not None and d.name in parent_task.metadata.hf_subsets
     )
     subset = cfg.get("subset") or (d.name if is_subset else "default")
@@ -175,7 +164,7 @@ def describe(folder: str | Path) -> LocalSpec:
     if lang is None and reg is not None and subset in reg.metadata.hf_subsets_to_langscripts:
         lang = reg.metadata.hf_subsets_to_langscripts[subset][0]
     if lang is None:
-        lang = _LANGS.get(subset.split("-")[0], "eng-Latn")
+        lang = LANGS.get(subset.split("-")[0], "eng-Latn")
 
     options = {a: getattr(reg, a) for a in _PROTOCOL_ATTRS[task_type] if reg is not None}
     options.update({a: cfg[a] for a in _PROTOCOL_ATTRS[task_type] if a in cfg})

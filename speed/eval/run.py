@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
+import os
+import re
 import tempfile
 import time
 import warnings
@@ -31,7 +32,7 @@ from speed.eval.instructions import (
     query_prefix,
 )
 from speed.eval.local_tasks import local_task
-from speed.io import atomic_dir
+from speed.eval.results import SCHEMA, task_doc, task_row, write_task_file
 from speed.llm.fingerprint import fingerprint
 from speed.prompts.families import QUERY_FORMAT
 
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 MINILM = "minilm"
 MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 ENGLISH_BENCHMARK = "MTEB(eng, v1)"
-COLUMNS = ("task", "category", "metric", "score")
 
 
 def resolve_model_path(model: str) -> str:
@@ -184,20 +184,6 @@ def ensure_data(task: Any, spec: str) -> None:
         ) from e
 
 
-def _main_score(result: Any, task: Any) -> float:
-    """Mean main score over the task's eval splits and subsets (as mteb's leaderboard does)."""
-    subsets = set(task.hf_subsets)
-    values = [
-        float(s["main_score"])
-        for split in task.eval_splits
-        for s in result.scores.get(split, [])
-        if s["hf_subset"] in subsets or not subsets
-    ]
-    if not values:
-        raise RuntimeError(f"{task.metadata.name}: no scores for {task.eval_splits} / {subsets}")
-    return 100.0 * sum(values) / len(values)
-
-
 def model_identity(
     model: str,
     path: str,
@@ -218,83 +204,113 @@ def model_identity(
     return name, rev, instructions
 
 
-def _stale_tasks(
-    cache: Any, specs: Sequence[str], task_objs: list[Any], meta: Any
-) -> list[tuple[Any, bool]]:
-    """(task, stale?) per task: a cached result of other data (a local folder was rebuilt) is
-    stale; mteb data a task still has to compute is checked for before any encoding."""
-    plan = []
-    for spec, task in zip(specs, task_objs, strict=True):
-        cached = cache.load_task_result(task.metadata.name, meta)
-        stale = cached is not None and cached.dataset_revision != task.metadata.revision
-        if spec.startswith("mteb:") and (cached is None or stale):
-            ensure_data(task, spec)
-        plan.append((task, stale))
-    return plan
+def cache_root(base: str | Path, meta: Any, task: Any) -> Path:
+    """Where one (model, task) keeps mteb's result cache: `<base>/<org>__<name>/<model
+    revision>/<Task>/<task data revision>/`. Each evaluation job owns its folder (no two jobs
+    write one mteb cache), and another model or another version of the data starts afresh."""
+    parts = [meta.revision or "unknown", task.metadata.name, str(task.metadata.revision)]
+    return Path(base, meta.model_name_as_path(), *(re.sub(r"[^\w.@+-]", "_", p) for p in parts))
+
+
+def _result_cache(root: Path) -> Any:
+    import mteb
+
+    class AtomicResultCache(mteb.ResultCache):
+        """mteb's result cache, writing each result under a temp name and renaming it: mteb
+        saves after every split and subset with a plain open("w"), which a kill can cut short.
+        It keeps only the result files (no model_meta.json, run_settings.jsonl: nothing here
+        reads them, and concurrent jobs never share them)."""
+
+        def save_to_cache(
+            self,
+            task_result: Any,
+            model_name: Any,
+            model_revision: str | None = None,
+            *,
+            encode_kwargs: Any = None,
+        ) -> None:
+            path = self.get_task_result_path(task_result.task_name, model_name, model_revision)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+            try:
+                task_result.to_disk(tmp)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+
+    return AtomicResultCache(cache_path=root)
+
+
+def _trusted_cache(cache: Any, task: Any, meta: Any) -> Any:
+    """The cached result of this task, or None; one that does not load (cut short by a kill or
+    a full disk) or holds other data is dropped, and its splits are run again."""
+    from mteb import TaskResult
+
+    path = Path(cache.get_task_result_path(task.metadata.name, meta))
+    if not path.exists():
+        return None
+    try:
+        cached = TaskResult.from_disk(path)
+    except (ValueError, KeyError, TypeError) as e:  # JSON and pydantic errors are ValueErrors
+        log.warning(
+            "%s: dropping the cached result %s: it does not load (%s)", task.metadata.name, path, e
+        )
+        path.unlink()
+        return None
+    if cached.dataset_revision != task.metadata.revision:
+        log.warning("%s: dropping the cached result %s of other data", task.metadata.name, path)
+        path.unlink()
+        return None
+    return cached
 
 
 def _score_task(
-    encoder: Any, task: Any, cache: Any, stale: bool, batch_size: int
+    encoder: Any, task: Any, spec: str, cache_base: Path, batch_size: int
 ) -> dict[str, Any]:
-    """Evaluate one task (or reuse its cached result); its row of the scores table."""
+    """Evaluate one task in its own cache folder, resuming the splits and subsets a killed run
+    finished (mteb saves after each); the per-task document (speed.eval.results)."""
     import mteb
 
+    meta = encoder.mteb_model_meta
+    cache = _result_cache(cache_root(cache_base, meta, task))
+    cached = _trusted_cache(cache, task, meta)
+    if cached is not None and cached.get_missing_evaluations(task):
+        log.info("%s: resuming; done: %s", task.metadata.name, sorted(cached.scores))
+    if spec.startswith("mteb:") and (cached is None or cached.get_missing_evaluations(task)):
+        ensure_data(task, spec)  # a missing download fails before any encoding
     t0 = time.monotonic()
-    result = mteb.evaluate(
+    mteb.evaluate(
         encoder,
         task,
         cache=cache,
-        overwrite_strategy="always" if stale else "only-missing",
+        overwrite_strategy="only-missing",
         encode_kwargs={"batch_size": batch_size, "show_progress_bar": True},
         show_progress_bar=False,
         co2_tracker=False,
     )
-    score = _main_score(result.task_results[0], task)
-    elapsed = time.monotonic() - t0
-    log.info("%s: %s %.2f (%.0f s)", task.metadata.name, task.metadata.main_score, score, elapsed)
-    return {
-        "task": task.metadata.name,
-        "category": task.metadata.type,
-        "metric": task.metadata.main_score,
-        "score": score,
+    added = {
+        "model_name": meta.name,
+        "model_revision": meta.revision,
+        "task_type": task.metadata.type,
+        "main_score_name": task.metadata.main_score,
     }
+    keep = dict.fromkeys(task.eval_splits, set(task.hf_subsets))
+    doc = task_doc(cache.get_task_result_path(task.metadata.name, meta), added, keep)
+    row = task_row(doc)
+    log.info(
+        "%s: %s %.2f (%.0f s)", row["task"], row["metric"], row["score"], time.monotonic() - t0
+    )
+    return doc
 
 
 @contextmanager
-def _cache_root(output_dir: str | Path | None) -> Iterator[Path]:
-    """`output_dir/mteb_cache` when given (kept between calls), else a temporary folder."""
+def _cache_base(output_dir: str | Path | None) -> Iterator[Path]:
+    """`output_dir` when given (kept between calls), else a temporary folder."""
     if output_dir is not None:
-        yield Path(output_dir) / "mteb_cache"
+        yield Path(output_dir)
         return
     with tempfile.TemporaryDirectory(prefix="speed-eval-") as tmp:
         yield Path(tmp)
-
-
-def keep_results(cache: Any, meta: Any, task_names: Sequence[str], results_dir: str | Path) -> None:
-    """Copy this evaluation's files out of mteb's cache into `results_dir`, in the cache's own
-    layout (`results/<org>__<name>/<revision>/<Task>.json`, `model_meta.json` and the tasks'
-    lines of `run_settings.jsonl`), so `mteb.ResultCache(results_dir)` loads them. Atomic: a
-    failed copy leaves no folder."""
-    root = Path(cache.cache_path)
-    folder = Path(cache.get_task_result_path("_", meta)).parent  # the model's revision folder
-    with atomic_dir(results_dir) as tmp:
-        dest = tmp / folder.relative_to(root)
-        dest.mkdir(parents=True)
-        for name in task_names:
-            src = folder / f"{name}.json"
-            if not src.is_file():
-                raise RuntimeError(f"{name}: mteb wrote no result file at {src}")
-            shutil.copyfile(src, dest / src.name)
-        if (folder / "model_meta.json").is_file():
-            shutil.copyfile(folder / "model_meta.json", dest / "model_meta.json")
-        settings = folder / "run_settings.jsonl"
-        if settings.is_file():  # a kept cache may also hold other tasks' settings
-            lines = [
-                line
-                for line in settings.read_text().splitlines()
-                if line.strip() and json.loads(line).get("task") in task_names
-            ]
-            (dest / settings.name).write_text("".join(f"{x}\n" for x in lines))
 
 
 def evaluate_model(
@@ -305,7 +321,7 @@ def evaluate_model(
     revision: str | None = None,
     use_instructions: bool = False,
     batch_size: int = 32,
-    results_dir: str | Path | None = None,
+    result_files: Sequence[str | Path] | None = None,
     st_model: Any | None = None,
 ) -> pl.DataFrame:
     """Score `model` (a folder, or `minilm`) on task specs; columns task, category, metric, score.
@@ -315,11 +331,13 @@ def evaluate_model(
     The score is the task's mteb main score x 100. Queries get per-task instructions when the
     model was saved with prompts or `use_instructions` is set; otherwise texts go in as they are,
     at the model's own max_seq_length, as published MTEB scores were made. mteb's result cache
-    lives in `output_dir/mteb_cache` (or a temporary folder dropped afterwards); `results_dir`
-    keeps this evaluation's mteb result files (keep_results).
+    lives under `output_dir` (`cache_root`; else a temporary folder dropped afterwards);
+    `result_files`, one per task, receive the per-task files (speed.eval.results).
     """
     from sentence_transformers import SentenceTransformer
 
+    if result_files is not None and len(result_files) != len(tasks):
+        raise ValueError(f"{len(result_files)} result files for {len(tasks)} tasks")
     task_objs = load_tasks(tasks)  # bad specs fail before the model loads
     path = resolve_model_path(model)
     st_model = st_model if st_model is not None else SentenceTransformer(path)
@@ -334,13 +352,11 @@ def evaluate_model(
     }
     encoder = _encoder(st_model, name, rev, instructions, per_query, query_format)
     log.info("evaluating %s@%s (instructions=%s) on %d tasks", name, rev, instructions, len(tasks))
-    with _cache_root(output_dir) as root:
-        import mteb
-
-        cache = mteb.ResultCache(cache_path=root)
-        plan = _stale_tasks(cache, tasks, task_objs, encoder.mteb_model_meta)
-        rows = [_score_task(encoder, task, cache, stale, batch_size) for task, stale in plan]
-        if results_dir is not None:
-            names = [t.metadata.name for t in task_objs]
-            keep_results(cache, encoder.mteb_model_meta, names, results_dir)
-    return pl.DataFrame(rows, schema=dict.fromkeys(COLUMNS, pl.String) | {"score": pl.Float64})
+    rows = []
+    with _cache_base(output_dir) as base:
+        for i, (spec, task) in enumerate(zip(tasks, task_objs, strict=True)):
+            doc = _score_task(encoder, task, spec, base, batch_size)
+            if result_files is not None:
+                write_task_file(doc, result_files[i])
+            rows.append(task_row(doc))
+    return pl.DataFrame(rows, schema=SCHEMA)

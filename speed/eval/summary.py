@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import polars as pl
 
+from speed.eval.results import read_scores
 from speed.io import atomic_file
 
 
-def summarize(score_files: dict[str, str]) -> pl.DataFrame:
-    """score_files: variant -> scores CSV (task, category, metric, score)."""
+def summarize(task_files: Mapping[str, Sequence[str]]) -> pl.DataFrame:
+    """task_files: variant -> its per-task files (`eval/<variant>/<task>.json`), in task order."""
     scores = pl.concat(
         [
-            pl.read_csv(path).with_columns(pl.lit(v).alias("variant"))
-            for v, path in score_files.items()
+            read_scores(paths).with_columns(pl.lit(v).alias("variant"))
+            for v, paths in task_files.items()
         ]
     ).select("variant", "task", "category", "metric", "score")
     per_category = (

@@ -22,6 +22,7 @@ from typing import Any
 import polars as pl
 import yaml
 
+from speed.eval.results import variant_scores
 from speed.io import atomic_dir, read_json
 from speed.report.data_card import (
     corpus_sections,
@@ -122,9 +123,9 @@ def _written_by(variant: str) -> str:
 
 
 def _scores(run_dir: Path, variant: str) -> dict[str, pl.DataFrame]:
-    """The untrained base's and the variant's scores.csv, those that exist."""
-    paths = {v: run_dir / "eval" / v / "scores.csv" for v in ("base", variant)}
-    return {v: pl.read_csv(p) for v, p in paths.items() if p.is_file()}
+    """The untrained base's and the variant's scores (their per-task files), those that exist."""
+    scores = {v: variant_scores(run_dir / "eval", v) for v in ("base", variant)}
+    return {v: df for v, df in scores.items() if df is not None}
 
 
 def dataset_body(run_dir: Path, variant: str, rows: int, stats: Mapping[str, Any]) -> list[str]:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from speed.eval.results import by_variant, read_scores
 from speed.io import atomic_file
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,10 @@ def fit_log_linear(sizes: Sequence[int], scores: Sequence[float]) -> dict[str, f
     }
 
 
-def category_means(scores_csv: str) -> dict[str, float]:
-    """Mean main score per category and over all tasks ("all") of one evaluation."""
-    df = pl.read_csv(scores_csv)
+def category_means(task_files: Sequence[str]) -> dict[str, float]:
+    """Mean main score per category and over all tasks ("all") of one evaluation (its per-task
+    files, speed.eval.results)."""
+    df = read_scores(task_files)
     means = df.group_by("category").agg(pl.col("score").mean()).sort("category")
     out = dict(zip(means["category"].to_list(), means["score"].to_list(), strict=True))
     out["all"] = float(df["score"].mean())
@@ -59,29 +61,30 @@ def category_means(scores_csv: str) -> dict[str, float]:
 
 
 def study_points(
-    labels: Sequence[str], data: Sequence[str], scores: Sequence[str]
+    labels: Sequence[str], data: Sequence[str], task_files: Sequence[str]
 ) -> list[dict[str, Any]]:
     """The study's points from its variants (`speed@0.5`, ..., `speed`), their training sets
-    and their evaluation scores."""
+    and their per-task evaluation files (`eval/<label>/<task>.json`, grouped by folder)."""
+    files = by_variant(task_files)
     return [
         {
             "label": label,
             "fraction": float(label.partition("@")[2] or 1.0),
             "examples": pl.scan_parquet(path).select(pl.len()).collect().item(),
-            "scores_csv": csv,
+            "task_files": files[label],
         }
-        for label, path, csv in zip(labels, data, scores, strict=True)
+        for label, path in zip(labels, data, strict=True)
     ]
 
 
 def scaling_study(points: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """points: {label, fraction, examples, scores_csv} per trained corpus size."""
+    """points: {label, fraction, examples, task_files} per trained corpus size."""
     rows = [
         {
             "label": p["label"],
             "fraction": p["fraction"],
             "examples": p["examples"],
-            "scores": category_means(p["scores_csv"]),
+            "scores": category_means(p["task_files"]),
         }
         for p in sorted(points, key=lambda p: p["examples"])
     ]

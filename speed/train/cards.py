@@ -23,7 +23,8 @@ Embedding models get sentence-transformers' own card (speed.train.embedding buil
 with its training logs, timings, hyper-parameter dump and library versions cut out and a SPEED
 section added. Evaluation runs after training, so a card holds a scores block (between the
 SCORES markers) that a later step fills: `put_scores` (any Markdown; speed-export's table of the
-variant beside the untrained base) or `add_scores` (one scores.csv); either replaces the block.
+variant beside the untrained base) or `add_scores` (one variant's scores table); either
+replaces the block.
 """
 
 from __future__ import annotations
@@ -189,8 +190,8 @@ def put_scores(card: str, text: str) -> str:
 
 def add_scores(card: str, rows: Any, source: str = "") -> str:
     """`card` with its scores block holding a table of `rows` (the records of
-    `eval/<variant>/scores.csv`: task, category, metric, score; a polars/pandas frame or
-    dicts)."""
+    variant's scores table, `speed.eval.results.read_scores` of its `eval/<variant>/<task>.json`
+    files: task, category, metric, score; a polars/pandas frame or dicts)."""
     if hasattr(rows, "to_dicts"):
         rows = rows.to_dicts()
     elif hasattr(rows, "to_dict"):
@@ -464,7 +465,7 @@ def _embedding_section(
     )
     scores = (
         "The training job runs before evaluation, so this card holds no scores yet: they are in "
-        f"`eval/{facts.name or '<variant>'}/scores.csv` of the run (every variant side by side in "
+        f"`eval/{facts.name or '<variant>'}/<task>.json` of the run (every variant side by side in "
         "`eval/summary.csv`). `speed-export` puts them here in the exported copy of this folder "
         "(`speed.train.cards.add_scores(card, rows)` does it for any card)."
     )

@@ -98,6 +98,15 @@ def test_shipped_configs_dry_run_with_the_plans_gpu_jobs(workflow, name):
         if rule != "total":
             assert counts.get(rule) == n, (rule, counts)
     assert "gpu=1" in proc.stdout
+    # one evaluation job per (model, task), each with its task's resources
+    models = 1 + len(config["corpus"]["variants"]) + len(config["scaling"]["fractions"])
+    assert counts["evaluate"] == models * len(config["evaluation"]["tasks"])
+    jobs = proc.stdout.split("\nrule ")
+    for key, extra in config["evaluation"].get("resources", {}).items():
+        [job] = [
+            j for j in jobs if j.startswith("evaluate:") and f"variant=base, task={key}\n" in j
+        ]
+        assert f"runtime={extra['runtime']}" in job and f"mem_mb={extra['mem_mb']}" in job, job
     # the corpus is decontaminated against every evaluated mteb: task
     evaluated = [t for t in config["evaluation"]["tasks"] if t.startswith("mteb:")]
     assert counts.get("eval_texts", 0) == len(evaluated) > 0

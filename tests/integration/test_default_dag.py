@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 from speed.data.corpus import COLUMNS
 from speed.data.validate import check_text
 from speed.eval.heldout import heldout_mask
+from speed.eval.results import read_task_file
 from speed.io import read_jsonl
 from speed.llm.fingerprint import fingerprint
 from speed.prompts.align import canonical_output
@@ -33,6 +34,7 @@ from tests.conftest import SNAKEMAKE, copy_workflow, snakemake
 from tests.eval_folders import sts_folder
 
 FAMILIES = {"classification", "retrieval", "sts", "s2s", "p2p"}
+HELDOUT_TASKS = ("SyntheticRetrieval", "SyntheticSTS")  # the tiny config's evaluation.tasks
 pytestmark = pytest.mark.slow
 
 
@@ -154,15 +156,41 @@ def test_evaluation_summary(run):
     assert by_variant["speed"] != by_variant["base"]
     # The trained model was evaluated: scores that differ from the base's prove little (the
     # trained variants are queried with instructions, the base is not), so check the identity
-    # mteb filed each variant's results under: the trained folder's, not the base's.
+    # each variant's results are filed under: the trained folder's, not the base's.
     revisions = {}
     for variant in ("base", "speed", "speed@0.5"):
-        (model,) = (out(run, "eval", variant, "mteb", "results")).iterdir()
-        (revision,) = (p.name for p in model.iterdir() if p.is_dir())
+        docs = [read_task_file(out(run, "eval", variant, f"{t}.json")) for t in HELDOUT_TASKS]
+        (revision,) = {d["model_revision"] for d in docs}
+        assert {d["model_name"] for d in docs} == {f"speed/{variant}"}
         revisions[variant] = revision.split("-instr")[0]
     for variant in ("speed", "speed@0.5"):
         assert revisions[variant] == fingerprint(out(run, "embedding", variant)), revisions
     assert len(set(revisions.values())) == 3, revisions
+
+
+def test_one_evaluation_file_per_variant_and_task_opens_with_mteb(run):
+    """eval/<variant>/<task>.json for every (variant, task): mteb's own result, loaded by mteb,
+    and the summary's scores are theirs."""
+    import mteb
+
+    summary = pl.read_csv(out(run, "eval", "summary.csv")).filter(pl.col("task") != "average")
+    for variant in ("base", "speed", "speed@0.5"):
+        files = sorted(out(run, "eval", variant).glob("*.json"))
+        assert [f.stem for f in files] == sorted(HELDOUT_TASKS)
+        for f in files:
+            result = mteb.TaskResult.from_disk(f)
+            assert result.task_name == f.stem and result.scores
+            doc = read_task_file(f)
+            assert doc["task_type"] == {"SyntheticRetrieval": "Retrieval"}.get(f.stem, "STS")
+            if variant == "speed@0.5":
+                continue  # evaluated for the scaling study, not in the summary
+            row = summary.filter((pl.col("variant") == variant) & (pl.col("task") == f.stem))
+            assert row["score"].to_list() == [pytest.approx(100 * result.get_score())]
+            assert row["metric"].to_list() == [doc["main_score_name"]]
+    # mteb's cache of each job lives under cache_dir, one folder per (model, task, data)
+    config = yaml.safe_load((run / "config" / "config.yaml").read_text())
+    cached = list((run / config["cache_dir"] / "mteb").rglob("results/*/*/*.json"))
+    assert len(cached) == 3 * len(HELDOUT_TASKS), cached
 
 
 def test_the_trained_embedding_model_loads_and_moved_from_its_base(run):
@@ -214,9 +242,10 @@ def test_nothing_to_do(run):
 # After the evaluations: the summary, the scaling fit and the report.
 REPORT = {"eval_summary": 1, "scaling": 1, "data_card": 1, "report_figures": 1, "all": 1}
 # Everything downstream of the corpus: held-out split, training sets (full and the scaling
-# study's half), models, the three evaluations (base, speed, speed@0.5), cost and report.
+# study's half), models, the evaluations (base, speed, speed@0.5, each on two tasks), cost
+# and report.
 FROM_CORPUS = {"corpus": 1, "heldout_tasks": 1, "embedding_data": 1, "scaling_data": 1,
-               "embedding": 2, "evaluate": 3, "cost_report": 1, **REPORT}  # fmt: skip
+               "embedding": 2, "evaluate": 6, "cost_report": 1, **REPORT}  # fmt: skip
 FROM_SEED = {"junior": 1, "candidates": 1, "judge": 1, "revise": 1, "senior": 1, "revisor": 1,
              "synth_raw": 2, "synth_revised": 2, **FROM_CORPUS}  # fmt: skip
 
@@ -235,7 +264,7 @@ def test_config_changes_rerun_exactly_their_downstream(run, tmp_path):
     sts = sts_folder(tmp_path / "TinySTS")  # a local folder of the test's own
     assert with_config(run, corpus__decontaminate_against=[f"local:{sts}"]) == FROM_CORPUS
     assert with_config(run, embedding__temperature=0.05) == {
-        "embedding": 2, "evaluate": 2, **REPORT
+        "embedding": 2, "evaluate": 4, **REPORT
     }  # fmt: skip
     # a budget is no param: raising it reruns nothing
     assert with_config(run, teacher__budget={"max_calls": 10**6}) == {}

@@ -182,10 +182,10 @@ def test_add_scores_replaces_the_block_once(embedding):
     rows = pl.DataFrame(
         {"task": ["TinySTS"], "category": ["STS"], "metric": ["cosine_spearman"], "score": [83.5]}
     )
-    scored = add_scores(card, rows, source="eval/speed/scores.csv")
+    scored = add_scores(card, rows, source="eval/speed/")
     assert "| TinySTS | STS | cosine_spearman | 83.50 |" in scored
     assert "holds no scores yet" in card and "holds no scores yet" not in scored
-    assert add_scores(scored, rows, source="eval/speed/scores.csv") == scored
+    assert add_scores(scored, rows, source="eval/speed/") == scored
     assert split_card(scored)[0] == split_card(card)[0]  # front matter untouched
     plain = add_scores("# a card\n", rows.to_dicts())
     assert plain.endswith(cards.SCORES_END + "\n") and "## Evaluation" in plain

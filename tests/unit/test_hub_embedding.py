@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 
-import polars as pl
 import pytest
 from transformers import AutoTokenizer
 
+from speed.eval.results import read_scores
 from speed.stages.evaluate import evaluate_variant
 from speed.train.embedding import CONFIG_NAME, train_embedding
 from tests.hub_models import build_hub_model
@@ -29,10 +29,8 @@ def test_the_fixture_has_the_trap(mistral):
 @pytest.mark.slow
 def test_mistral_decoder_trains_and_both_variants_evaluate(mistral, eval_data, tmp_path):
     task = f"local:{eval_data / 'STSBenchmark'}"
-    base_csv = tmp_path / "eval" / "base.csv"
-    evaluate_variant(
-        "base", [task], None, str(mistral), base_csv, tmp_path / "mteb-base", "decoder", 48
-    )
+    base_file, cache = tmp_path / "eval" / "base" / "STSBenchmark.json", tmp_path / "mteb"
+    evaluate_variant("base", task, None, str(mistral), base_file, cache, "decoder", 48)
     out = tmp_path / "speed"
     corpus = write_corpus(tmp_path / "corpus.parquet")
     metrics = train_embedding(
@@ -40,9 +38,9 @@ def test_mistral_decoder_trains_and_both_variants_evaluate(mistral, eval_data, t
     )
     assert metrics["global_step"] == 2
     assert json.loads((out / CONFIG_NAME).read_text())["kind"] == "decoder"
-    trained_csv = tmp_path / "eval" / "speed.csv"
-    evaluate_variant("speed", [task], str(out), str(mistral), trained_csv, tmp_path / "mteb")
-    base, trained = pl.read_csv(base_csv), pl.read_csv(trained_csv)
+    trained_file = tmp_path / "eval" / "speed" / "STSBenchmark.json"
+    evaluate_variant("speed", task, str(out), str(mistral), trained_file, cache)
+    base, trained = read_scores([base_file]), read_scores([trained_file])
     for scores in (base, trained):
         assert scores["task"].to_list() == ["STSBenchmark"]
         assert -100 <= scores["score"][0] <= 100

@@ -152,3 +152,42 @@ def test_batch_api_discounts_the_plan_and_reaches_the_backend(tmp_path, monkeypa
         backend.identity
         == make_backend(teacher_spec(load_config(ROOT / "config/paper.yaml"))).identity
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "jobs"), [("config.yaml", 6), ("quickstart.yaml", 32), ("paper.yaml", 280)]
+)
+def test_evaluation_is_one_job_per_model_and_task(name, jobs):
+    """The base, every variant and every scaling point, each on every task."""
+    config = load_config(ROOT / "config" / name)
+    models = 1 + len(config["corpus"]["variants"]) + len(config["scaling"]["fractions"])
+    assert make_plan(config)["jobs"]["evaluate"] == models * len(config["evaluation"]["tasks"])
+    assert make_plan(config)["jobs"]["evaluate"] == jobs
+
+
+def test_evaluation_task_keys_and_resources():
+    from speed.workflow import check_eval_resources, eval_resources, eval_task_key, eval_tasks
+
+    assert eval_task_key("mteb:SICK-R") == "SICK-R"
+    assert eval_task_key("heldout:SyntheticSTS") == "SyntheticSTS"
+    assert eval_task_key("local:data/AmazonCounterfactualClassification/en") == (
+        "AmazonCounterfactualClassification-en"
+    )
+    assert eval_task_key("local:data/nq") == "nq"
+    config = load_config(ROOT / "config/paper.yaml")
+    assert list(eval_tasks(config))[:2] == [
+        "AmazonCounterfactualClassification",
+        "AmazonPolarityClassification",
+    ]
+    gpu = config["resources"]["gpu"]
+    assert eval_resources(config, "MSMARCO") == {"mem_mb": 192000, "runtime": 2880, "gpu": 1}
+    assert eval_resources(config, "STS12") == {
+        "mem_mb": gpu["mem_mb"], "runtime": gpu["runtime"], "gpu": 1
+    }  # fmt: skip
+    check_eval_resources(config)
+    config["evaluation"]["resources"]["MSMARCOO"] = {"runtime": 1}
+    with pytest.raises(ValueError, match="MSMARCOO"):
+        check_eval_resources(config)
+    config["evaluation"]["tasks"].append("local:elsewhere/STS12")  # named as mteb:STS12 is
+    with pytest.raises(ValueError, match="as another task is"):
+        eval_tasks(config)

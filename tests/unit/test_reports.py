@@ -17,6 +17,7 @@ from speed.report import plots
 from speed.report.cost import cost_report
 from speed.report.data_card import data_card
 from speed.report.scaling import fit_log_linear, nested_sample, scaling_study
+from tests.eval_folders import task_result_file
 
 
 def ledger(path, n_paid, n_cached, tokens=(100, 50), usd=0.01):
@@ -161,16 +162,11 @@ def test_nested_samples_are_subsets_of_each_other():
     assert nested_sample(frame, 0.25, 8)["id"].to_list() != quarter["id"].to_list()
 
 
-def scores_csv(path, retrieval, sts):
-    pl.DataFrame(
-        {
-            "task": ["R", "S"],
-            "category": ["Retrieval", "STS"],
-            "metric": ["ndcg_at_10", "cosine_spearman"],
-            "score": [retrieval, sts],
-        }
-    ).write_csv(path)
-    return str(path)
+def task_files(folder, retrieval, sts):
+    return [
+        task_result_file(folder / "R.json", "R", "Retrieval", "ndcg_at_10", retrieval),
+        task_result_file(folder / "S.json", "S", "STS", "cosine_spearman", sts),
+    ]
 
 
 def test_scaling_study_fits_per_category_and_overall(tmp_path):
@@ -179,7 +175,7 @@ def test_scaling_study_fits_per_category_and_overall(tmp_path):
             "label": f"speed@{f}",
             "fraction": f,
             "examples": int(8000 * f),
-            "scores_csv": scores_csv(tmp_path / f"{f}.csv", 40 + 2 * math.log(8000 * f), 70.0),
+            "task_files": task_files(tmp_path / f"{f}", 40 + 2 * math.log(8000 * f), 70.0),
         }
         for f in (0.25, 0.5)
     ] + [
@@ -187,7 +183,7 @@ def test_scaling_study_fits_per_category_and_overall(tmp_path):
             "label": "speed",
             "fraction": 1.0,
             "examples": 8000,
-            "scores_csv": scores_csv(tmp_path / "1.csv", 40 + 2 * math.log(8000), 70.0),
+            "task_files": task_files(tmp_path / "1", 40 + 2 * math.log(8000), 70.0),
         }
     ]
     study = scaling_study(points)
