@@ -3,7 +3,7 @@ its hub model replaced by a hub-shaped fixture (tests/hub_models.py), its genera
 and its teacher a real local vLLM OpenAI-compatible server that this module starts.
 
 The test loads the shipped file and overrides only what an offline, tiny, CPU run must change;
-every other key (family mix, LoRA and DPO settings, precision, max_tokens, shards, corpus and
+every other key (family mix, LoRA and DPO settings, precision, max_tokens, corpus and
 embedding settings, engine `vllm`, `response_format`, `strict_subset`, resources) is the
 quickstart's. The overrides, and why:
 
@@ -27,6 +27,9 @@ quickstart's. The overrides, and why:
   skips without them unless SPEED_EVAL_DATA_REQUIRED=1), in its folder layout. All 1379 pairs
   take a minute or more per variant on two CPU cores, and a score is all the DAG needs; the
   other sets are larger (SciFact, Banking77Classification) or not offline here.
+- `synthesis.shards`: 1 (a count, like the prompt counts): each generation job took 15-20 s
+  here, nearly all of it its vLLM engine's start; tests/integration/test_default_dag.py covers
+  several shards.
 - `backends.vllm.enforce_eager`: true. A knob that changes no output (speed/llm/knobs.py): on a
   CPU, torch.compile at each engine start costs more than it saves at this size.
 
@@ -87,6 +90,7 @@ def quickstart_config(base: Path, teacher_url: str, eval_data: Path) -> dict:
     c["topics"]["n"] = 2
     c["prompts"]["n"] = {"seed": 6, "candidates": 4, "synthesis": 24, "teacher_only": 1}
     c["evaluation"]["heldout_fraction"] = 0.25
+    c["synthesis"]["shards"] = 1
     c["brainstorm"]["max_task_chars"] = 60
     c["prompts"]["max_field_chars"] = 30
     c["judge"]["max_reason_chars"] = 20
