@@ -105,8 +105,8 @@ def quickstart_config(base: Path, teacher_url: str, eval_data: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory, tiny_models) -> Iterator[tuple[str, Path]]:
-    """(base_url, server log) of a tiny random teacher behind vLLM's OpenAI-compatible server,
+def teacher(tmp_path_factory, tiny_models) -> Iterator[str]:
+    """The base_url of a tiny random teacher behind vLLM's OpenAI-compatible server,
     started as config/quickstart.yaml's header says (served name, API key, 8192 tokens)."""
     from speed.models.tiny import build_llama
 
@@ -117,7 +117,7 @@ def teacher(tmp_path_factory, tiny_models) -> Iterator[tuple[str, Path]]:
     name = QUICKSTART["teacher"]["model"]
     cmd = vllm_server_cmd(str(model), port, served_name=name, api_key=KEY, max_model_len=8192)
     with serve(cmd, f"http://127.0.0.1:{port}/health", log, timeout_s=240):
-        yield f"http://127.0.0.1:{port}/v1", log
+        yield f"http://127.0.0.1:{port}/v1"
 
 
 def served_requests(base_url: str) -> int:
@@ -131,8 +131,8 @@ def served_requests(base_url: str) -> int:
 
 @pytest.fixture(scope="module")
 def quickstart(eval_data, tmp_path_factory, teacher) -> dict:
-    """The DAG run: its results folder, the server's request count after it, its wall time."""
-    url, _log = teacher
+    """The DAG run: its results folder and the requests the server answered during it."""
+    url = teacher
     root = tmp_path_factory.mktemp("quickstart")
     base = build_hub_model("qwen2", root / "bases" / "qwen2")
     workflow = copy_workflow(root / "wf")
@@ -182,6 +182,28 @@ def test_every_teacher_call_went_through_the_server(quickstart):
         assert cost["stages"][stage]["completion_tokens"] > 0
     assert cost["total"]["usd"] == 0.0  # the quickstart's price: a local server is free
     assert not (out / "models" / "teacher").exists()  # no local teacher was built
+
+
+def _truncated(stats: object) -> int:
+    """Counts under any key that names truncation, anywhere in a stats file."""
+    if isinstance(stats, dict):
+        return sum(
+            v if "truncated" in k and isinstance(v, int) else _truncated(v)
+            for k, v in stats.items()
+        )
+    return sum(map(_truncated, stats)) if isinstance(stats, list) else 0
+
+
+def test_no_teacher_answer_was_cut_off(quickstart):
+    """The server decodes the full schema (teacher.openai.strict_subset: false): every field
+    ends at its length bound, so no answer of the teacher stops at max_tokens."""
+    out = quickstart["out"]
+    paths = [*(out / "tasks").glob("*.stats.json"), out / "teacher" / "seed.stats.json"]
+    paths += [out / "align" / "judgments.stats.json", out / "align" / "revisions.stats.json"]
+    for path in paths:
+        assert _truncated(json.loads(path.read_text())) == 0, path
+    seed = json.loads((out / "teacher" / "seed.stats.json").read_text())
+    assert seed["kept"] == seed["prompts"]
 
 
 def test_trained_generators_reload_with_their_template(quickstart):
