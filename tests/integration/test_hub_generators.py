@@ -2,11 +2,13 @@
 junior -> candidates -> judge -> senior and revisor -> synthesis and revision, with the tiny
 teacher, on both local engines.
 
-One base runs the DAG (qwen2 on vLLM) to the senior's revised synthesis shard. The other pairs
-(llama3, qwen2 and mistral on transformers, llama3 on vLLM) run the same stage functions with
-the same params in this process, on the DAG's teacher outputs (prompts and seed examples do not
-depend on the generator base): a DAG job spends most of its time starting a Python process, and
-the suite must stay inside CI's time. Sizes are tiny throughout.
+qwen2 on vLLM runs through the DAG in tests/integration/test_quickstart_dag.py (config/
+quickstart.yaml on this fixture), with the checks below (tests/generator_checks.py). Here the
+DAG runs the teacher side once (the tiny teacher, prompts, seed examples: they do not depend on
+the generator base), and the other pairs (llama3, qwen2 and mistral on transformers, llama3 on
+vLLM) run the rules' stage functions with the same params in this process, on those outputs: a
+DAG job spends most of its time starting a Python process, and the suite must stay inside CI's
+time. Sizes are tiny throughout.
 
 Every trained folder must reload with `from_pretrained`, carry the template it was trained with
 and render with it; every constrained answer a generator decoded must be byte for byte what the
@@ -15,8 +17,6 @@ training serializer writes for the object it holds (speed.llm.json_format).
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from pathlib import Path
 
@@ -25,23 +25,25 @@ import yaml
 
 from speed import workflow as wf
 from speed.io import read_jsonl
-from speed.llm.chat_template import PROJECT_TEMPLATE, eos_ids
-from speed.llm.json_format import decoder_json, in_decoder_form, parse_pairs
-from speed.prompts.families import FAMILIES
 from tests.conftest import copy_workflow, snakemake
+from tests.generator_checks import (
+    TRAINED,
+    check_decoded_answers,
+    check_seed_targets,
+    check_stages_had_work,
+    check_trained_folders,
+)
 from tests.hub_models import build_hub_model
 
 pytestmark = pytest.mark.slow
 
-DAG_RUNS = [("qwen2", "vllm")]
 STAGE_RUNS = [
     ("llama3", "transformers"),
     ("qwen2", "transformers"),
     ("mistral", "transformers"),
     ("llama3", "vllm"),
 ]
-SHARED = "hub"  # the DAG runs' `run:`; the stage runs use its teacher outputs
-TRAINED = ("junior", "senior", "revisor")
+SHARED = "hub"  # the DAG run's `run:`; the stage runs use its teacher outputs
 
 
 def hub_config(workflow: Path, shape: str, engine: str) -> dict:
@@ -76,28 +78,19 @@ def workflow(tmp_path_factory) -> Path:
     return copy_workflow(root / "wf")
 
 
-# The generator side of a run: what a change of generation.base or .backend rebuilds.
-GENERATOR_SIDE = ("models/junior", "models/senior", "models/revisor", "align", "synth")
-
-
 @pytest.fixture(scope="module")
-def dag_runs(workflow) -> dict[tuple[str, str], Path]:
-    """The DAG run, its generator side copied aside as a snapshot."""
+def shared(workflow) -> Path:
+    """The DAG's teacher side (the tiny teacher, the prompts, the seed examples)."""
+    cfg = workflow / "config" / "hub.yaml"
+    config = {**hub_config(workflow, "qwen2", "vllm"), "run": SHARED}
+    cfg.write_text(yaml.safe_dump(config, sort_keys=False))
     results = workflow / "results" / SHARED
-    done = {}
-    for shape, engine in DAG_RUNS:
-        cfg = workflow / "config" / f"{shape}-{engine}.yaml"
-        config = {**hub_config(workflow, shape, engine), "run": SHARED}
-        cfg.write_text(yaml.safe_dump(config, sort_keys=False))
-        start = time.perf_counter()
-        target = f"results/{SHARED}/synth/revised/senior/0.jsonl"
-        snakemake(workflow, target, "--cores", "2", "--configfile", str(cfg))
-        print(f"DAG {shape}-{engine}: {time.perf_counter() - start:.0f} s")
-        snapshot = workflow / "dag" / f"{shape}-{engine}"
-        for part in ("teacher", *GENERATOR_SIDE):
-            shutil.copytree(results / part, snapshot / part)
-        done[(shape, engine)] = snapshot
-    return done
+    targets = [f"results/{SHARED}/{p}" for p in ("teacher/seed.jsonl", *PROMPTS)]
+    snakemake(workflow, *targets, "--cores", "2", "--configfile", str(cfg))
+    return results
+
+
+PROMPTS = ("prompts/candidates.jsonl", "prompts/synthesis.jsonl")
 
 
 def run_stages(c: dict, shared: Path, out: Path) -> None:
@@ -199,10 +192,10 @@ def run_stages(c: dict, shared: Path, out: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def runs(workflow, dag_runs) -> dict[tuple[str, str], Path]:
+def runs(workflow, shared) -> dict[tuple[str, str], Path]:
     from speed.llm.knobs import ENV_VAR, knobs_env
 
-    done = dict(dag_runs)
+    done = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(workflow)  # the config's relative paths: the tiny teacher, the cache
         for shape, engine in STAGE_RUNS:
@@ -211,68 +204,26 @@ def runs(workflow, dag_runs) -> dict[tuple[str, str], Path]:
             mp.setenv(ENV_VAR, knobs_env(wf.knobs(c)))  # as the Snakefile sets them for jobs
             out = workflow / "stages" / f"{shape}-{engine}"
             start = time.perf_counter()
-            run_stages(c, workflow / "results" / SHARED, out)
+            run_stages(c, shared, out)
             print(f"stages {shape}-{engine}: {time.perf_counter() - start:.0f} s")
             done[(shape, engine)] = out
     return done
 
 
-ALL_RUNS = DAG_RUNS + STAGE_RUNS
-
-
-@pytest.mark.parametrize("shape, engine", ALL_RUNS)
+@pytest.mark.parametrize("shape, engine", STAGE_RUNS)
 def test_trained_folders_reload_with_their_template(runs, shape, engine):
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
-
-    out = runs[(shape, engine)]
-    messages = [{"role": "user", "content": "Write one example."}]
-    for name in TRAINED:
-        folder = out / "models" / name
-        tok = AutoTokenizer.from_pretrained(folder)
-        assert tok.chat_template == PROJECT_TEMPLATE, name  # as trained: no base had markers
-        metrics = json.loads((folder / "metrics.json").read_text())
-        # The junior and revisor chose it; the senior kept the junior's (which has markers).
-        assert metrics["chat_template"] == ("base" if name == "senior" else "project")
-        assert tok.pad_token is not None
-        text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        assert text.endswith("Assistant:\n") and "None" not in text
-        assert tok.eos_token_id in eos_ids(GenerationConfig.from_pretrained(folder))
-        model = AutoModelForCausalLM.from_pretrained(folder)
-        assert model.config.vocab_size >= len(tok)
+    check_trained_folders(runs[(shape, engine)])
 
 
-@pytest.mark.parametrize("shape, engine", ALL_RUNS)
+@pytest.mark.parametrize("shape, engine", STAGE_RUNS)
 def test_decoded_answers_are_what_training_writes(runs, shape, engine):
-    """Every answer of the junior (candidates), the senior (synthesis) and the revisor
-    (revisions) parses, and re-serialized by the training serializer it is the decoded text,
-    byte for byte: compact, its family's keys in order."""
-    out = runs[(shape, engine)]
-    texts = [
-        (row["family"], cand["text"])
-        for row in read_jsonl(out / "align" / "candidates.jsonl")
-        for cand in row["candidates"]
-    ]
-    texts += [(r["family"], r["text"]) for r in read_jsonl(out / "synth/raw/senior/0.jsonl")]
-    revised = read_jsonl(out / "synth/revised/senior/0.jsonl")
-    texts += [(r["family"], r["revision"]) for r in revised]
-    assert len(texts) >= 12
-    for family, text in texts:
-        pairs = parse_pairs(text)
-        assert pairs is not None, text  # the fields are bounded: no answer is cut off
-        assert decoder_json(dict(pairs)) == text
-        assert in_decoder_form(text, FAMILIES[family].keys)
+    check_decoded_answers(runs[(shape, engine)])
 
 
-@pytest.mark.parametrize("shape, engine", ALL_RUNS)
+@pytest.mark.parametrize("shape, engine", STAGE_RUNS)
 def test_the_stages_had_work(runs, shape, engine):
-    out = runs[(shape, engine)]
-    assert read_jsonl(out / "align" / "preference_pairs.jsonl")
-    assert read_jsonl(out / "align" / "revisions.jsonl")
-    revised = read_jsonl(out / "synth/revised/senior/0.jsonl")
-    assert revised and all(r["revisor"] == "revisor" for r in revised)
+    check_stages_had_work(runs[(shape, engine)])
 
 
-def test_seed_targets_are_in_decoder_form(dag_runs):
-    for out in dag_runs.values():
-        seeds = read_jsonl(out / "teacher" / "seed.jsonl")
-        assert seeds and all(in_decoder_form(r["output"]) for r in seeds)
+def test_seed_targets_are_in_decoder_form(shared):
+    check_seed_targets(shared)
