@@ -31,10 +31,10 @@ from tests.unit.test_embedding_train import write_corpus
 from tests.unit.test_train import EXAMPLES, PAIRS, start_until_checkpoint
 
 # Two ranks on the same global batches as one process: the per-step losses agree up to the
-# float rounding of a different reduction order (measured: below 1e-5 relative on the tiny
-# Llama). No dropout anywhere: each rank draws its own dropout masks, one process another.
+# float rounding of a different reduction order. No dropout anywhere: each rank draws its own
+# dropout masks, one process another.
 RTOL = 1e-3
-NO_DROPOUT = {"lora_dropout": 0.0, "max_length": 256, "learning_rate": 5e-3}
+SPEC = {"lora_dropout": 0.0, "max_length": 256, "learning_rate": 5e-3}
 
 
 def test_the_global_batch_is_split_accumulation_first():
@@ -98,7 +98,7 @@ def assert_same_curve(one: dict, two: dict, rtol: float) -> None:
 def test_sft_on_two_ranks_follows_one_process(tiny_models, tmp_path):
     """One process, batch 4 x accumulation 2 = the 2 ranks' 4 x 1 each: the same 8 examples
     per step."""
-    spec = {**NO_DROPOUT, "per_device_batch_size": 4, "gradient_accumulation": 2, "max_steps": 3}
+    spec = {**SPEC, "per_device_batch_size": 4, "gradient_accumulation": 2, "max_steps": 3}
     args = (tiny_models["base"], EXAMPLES)
     one = train_sft(*args, tmp_path / "one", tmp_path / "ckpt1", spec)
     two = run_ranks(2, train_sft, *args, tmp_path / "two", tmp_path / "ckpt2", spec)
@@ -109,7 +109,7 @@ def test_sft_on_two_ranks_follows_one_process(tiny_models, tmp_path):
 
 @pytest.mark.slow
 def test_dpo_on_two_ranks_follows_one_process(tiny_models, tmp_path):
-    spec = {**NO_DROPOUT, "per_device_batch_size": 2, "gradient_accumulation": 2, "max_steps": 2}
+    spec = {**SPEC, "per_device_batch_size": 2, "gradient_accumulation": 2, "max_steps": 2}
     args = (tiny_models["base"], PAIRS)
     one = train_dpo(*args, tmp_path / "one", tmp_path / "ckpt1", 0.1, spec)
     two = run_ranks(2, train_dpo, *args, tmp_path / "two", tmp_path / "ckpt2", 0.1, spec)
