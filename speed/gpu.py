@@ -9,9 +9,11 @@ frees its devices by itself; nothing is ever cleaned up by hand.
 Call `claim_gpus(n)` first thing in a job script, before torch or vLLM are imported: CUDA reads
 CUDA_VISIBLE_DEVICES once, at initialisation.
 
-- n == 0: nothing is set (a CPU job).
+- n == 0: nothing is set (a CPU job), except under SLURM.
 - Under SLURM (SLURM_JOB_ID set) or when CUDA_VISIBLE_DEVICES is already set (a scheduler or the
-  user chose): what is set is kept.
+  user chose): what is set is kept. Under SLURM the devices it gave the job are returned even
+  for n == 0: a profile may ask for GPUs per node by `gres` with the rule's `gpu` at 0 (a job
+  spanning nodes, profiles/README.md).
 - Otherwise devices come from SPEED_GPU_COUNT (tests, or to restrict a run to the first K
   devices) or `nvidia-smi -L`. Lock files live in SPEED_GPU_LOCK_DIR (default
   `$XDG_RUNTIME_DIR/speed-gpus` or `<tempdir>/speed-gpus-<uid>`), shared by every workflow of the
@@ -168,11 +170,12 @@ def claim_gpus(n: int | None, timeout: float | None = None, poll: float = 1.0) -
     once per process, before any CUDA library is imported.
     """
     n = int(n or 0)
-    if n <= 0:
+    slurm = bool(os.environ.get("SLURM_JOB_ID"))
+    if n <= 0 and not (slurm and os.environ.get("CUDA_VISIBLE_DEVICES")):
         return []
-    set_by = "SLURM" if os.environ.get("SLURM_JOB_ID") else "the environment"
-    if os.environ.get("SLURM_JOB_ID") or "CUDA_VISIBLE_DEVICES" in os.environ:
+    if slurm or "CUDA_VISIBLE_DEVICES" in os.environ:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        set_by = "SLURM" if slurm else "the environment"
         log.info("GPUs: keeping CUDA_VISIBLE_DEVICES=%s set by %s", visible, set_by)
         return [d for d in visible.split(",") if d]
     for mod in ("torch", "vllm"):

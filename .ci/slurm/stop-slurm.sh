@@ -19,7 +19,7 @@ if [ "${SLURM_STOP_CANCEL:-1}" = 1 ] && command -v scontrol >/dev/null && scontr
   ids=$(squeue -h -o %i 2>/dev/null | tr '\n' ' ')
   [ -n "${ids// }" ] && { echo "[stop-slurm] cancelling jobs: $ids"; scancel $ids; sleep 1; }
 fi
-stop slurmd    /run/slurmd.pid
+for f in /run/slurmd.pid /run/slurmd-*.pid; do stop "slurmd (${f#/run/})" "$f"; done
 stop slurmctld /run/slurmctld.pid
 stop slurmdbd  /run/slurmdbd.pid
 stop mariadb   /run/mysqld/mysqld.pid

@@ -4,7 +4,9 @@ A training job given N GPUs runs N ranks by default (`processes: auto`; 1 on CPU
 `run_ranks` inside the job, the way `torchrun` would: fresh Python processes with RANK,
 LOCAL_RANK, WORLD_SIZE and a loopback rendezvous, which the Trainer (accelerate) reads to join
 one torch.distributed group: NCCL on GPUs, gloo on CPU. Ranks are fresh interpreters, not
-forks: a parent that has imported CUDA or torch cannot fork safely.
+forks: a parent that has imported CUDA or torch cannot fork safely. A job whose SLURM
+allocation spans several nodes runs as many ranks on each of them, started by one `srun`
+(speed.train.slurm_ranks).
 
 The global batch stays what the config says: `split_batch` divides it over the ranks, taking
 the gradient accumulation first (per-device memory stays as configured), and refuses, with the
@@ -32,27 +34,38 @@ from pathlib import Path
 from typing import Any
 
 from speed.llm.knobs import knobs_for
+from speed.train import slurm_ranks
 
 KNOBS_KIND = "training"  # SPEED_KNOBS entry: training section -> processes setting
 _POLL_S = 0.5
 
 
-def resolve_processes(setting: int | str | None, gpus: int) -> int:
-    """The rank count of a job given `gpus` devices: `auto` (or None) is one per GPU (1 on CPU);
-    a number is taken as is on CPU and must not exceed the GPUs on a GPU job."""
+def resolve_processes(setting: int | str | None, gpus: int, nodes: int = 1) -> int:
+    """The rank count of a job on `nodes` nodes given `gpus` devices on each: `auto` (or None)
+    is one per GPU (one per node on CPU); a number must spread evenly over the nodes, and on a
+    GPU job not exceed its GPUs."""
     if setting in (None, "auto"):
-        return max(gpus, 1)
+        return max(gpus, 1) * nodes
     if not isinstance(setting, int) or isinstance(setting, bool) or setting < 1:
         raise ValueError(f"processes must be 'auto' or an integer >= 1, not {setting!r}")
-    if gpus and setting > gpus:
-        raise ValueError(f"processes: {setting} ranks need {setting} GPUs; the job has {gpus}")
+    if gpus and setting > gpus * nodes:
+        raise ValueError(
+            f"processes: {setting} ranks need {setting} GPUs; the job has {gpus * nodes}"
+        )
+    if setting % nodes:
+        raise ValueError(
+            f"processes: {setting} ranks do not spread evenly over the job's {nodes} nodes"
+        )
     return setting
 
 
 def job_processes(section: str, gpus: int) -> int:
     """The rank count for training section `section` (junior, senior, revisor, embedding) from
-    the knobs the workflow announced; 1 outside the workflow on CPU."""
-    return resolve_processes(knobs_for(KNOBS_KIND).get(section), gpus)
+    the knobs the workflow announced, for a job with `gpus` devices on each of its nodes; 1
+    outside the workflow on CPU."""
+    alloc = slurm_ranks.allocation()
+    nodes = len(alloc.nodes) if alloc else 1
+    return resolve_processes(knobs_for(KNOBS_KIND).get(section), gpus, nodes)
 
 
 def world() -> tuple[int, int]:
@@ -93,23 +106,20 @@ def split_contrastive_batch(batch_size: int, processes: int) -> int:
 
 def _free_port() -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind(("", 0))
         return s.getsockname()[1]
 
 
-def _rank_env(rank: int, processes: int, port: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
+def _group_env(processes: int, per_node: int, addr: str, port: int) -> dict[str, str]:
+    """What every rank of the group reads, beside its own RANK and LOCAL_RANK."""
+    return dict(
         WORLD_SIZE=str(processes),
-        LOCAL_WORLD_SIZE=str(processes),
-        MASTER_ADDR="127.0.0.1",
+        LOCAL_WORLD_SIZE=str(per_node),
+        MASTER_ADDR=addr,
         MASTER_PORT=str(port),
         # What this interpreter imports from (a Snakemake script's path, a checkout).
         PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
     )
-    return env
 
 
 def run_ranks(processes: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -119,24 +129,62 @@ def run_ranks(processes: int, fn: Callable[..., Any], *args: Any, **kwargs: Any)
     rule's log). Raises when a rank fails, after ending the others."""
     if processes == 1:
         return fn(*args, **kwargs)
-    log = logging.getLogger(__name__)
-    with tempfile.TemporaryDirectory(prefix="speed-ranks-") as tmp:
-        call = Path(tmp) / "call.pkl"
+    alloc = slurm_ranks.allocation()
+    nodes = alloc.nodes if alloc and len(alloc.nodes) > 1 else ()
+    # Ranks on other nodes read the call from a folder they see too: the job's working
+    # directory (a cluster's workflow directory is shared); one node's ranks use a temp dir.
+    with tempfile.TemporaryDirectory(prefix=".speed-ranks-", dir="." if nodes else None) as tmp:
+        call, result = Path(tmp).resolve() / "call.pkl", Path(tmp).resolve() / "result.pkl"
         call.write_bytes(pickle.dumps((fn, args, kwargs)))
-        port = _free_port()
-        log.info("training on %d processes (rendezvous 127.0.0.1:%d)", processes, port)
-        sys.stderr.flush()
-        ranks = [
-            subprocess.Popen(
-                [sys.executable, "-m", __name__, str(call), str(Path(tmp) / "result.pkl")],
-                env=_rank_env(rank, processes, port),
-                stdout=sys.stderr,  # the rule's log, as the parent's own output is
-                preexec_fn=_die_with_parent,
-            )
-            for rank in range(processes)
-        ]
-        _wait(ranks)
-        return pickle.loads((Path(tmp) / "result.pkl").read_bytes())
+        argv = [sys.executable, "-m", __name__, str(call), str(result)]
+        if nodes:
+            _run_srun(alloc, processes, argv)
+        else:
+            _run_local(processes, argv)
+        return pickle.loads(result.read_bytes())
+
+
+def _run_local(processes: int, argv: list[str]) -> None:
+    port = _free_port()
+    logging.getLogger(__name__).info(
+        "training on %d processes (rendezvous 127.0.0.1:%d)", processes, port
+    )
+    sys.stderr.flush()
+    group = _group_env(processes, processes, "127.0.0.1", port)
+    ranks = [
+        subprocess.Popen(
+            argv,
+            env={**os.environ, **group, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+            stdout=sys.stderr,  # the rule's log, as the parent's own output is
+            preexec_fn=_die_with_parent,
+        )
+        for rank in range(processes)
+    ]
+    _wait(ranks, lambda i, code: f"training rank {i} of {processes} failed (exit code {code})")
+
+
+def _run_srun(alloc: slurm_ranks.Allocation, processes: int, argv: list[str]) -> None:
+    """One srun step over the allocation's nodes; rank 0, on the first node, hosts the
+    rendezvous (a free port when that is this node, as it is for the plugin's jobs)."""
+    addr = alloc.master_addr()
+    port = _free_port() if alloc.here == alloc.nodes[0] else 29500 + int(alloc.job_id) % 20000
+    per_node = processes // len(alloc.nodes)
+    logging.getLogger(__name__).info(
+        "training on %d processes, %d on each of the nodes %s (rendezvous %s:%d)",
+        *(processes, per_node, ",".join(alloc.nodes), addr, port),
+    )
+    sys.stderr.flush()
+    env = {**slurm_ranks.step_env(dict(os.environ)), **_group_env(processes, per_node, addr, port)}
+    step = subprocess.Popen(
+        slurm_ranks.srun_command(alloc, processes, argv),
+        env=env,
+        stdout=sys.stderr,
+        preexec_fn=_die_with_parent,
+    )
+    _wait(
+        [step],
+        lambda _, code: f"the srun step of {processes} training ranks failed (exit code {code})",
+    )
 
 
 def _die_with_parent() -> None:
@@ -149,18 +197,15 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _wait(ranks: list[subprocess.Popen]) -> None:
-    """Until every rank has exited 0; the first failure ends the others and raises."""
+def _wait(ranks: list[subprocess.Popen], failure: Callable[[int, int], str]) -> None:
+    """Until every process has exited 0; the first failure ends the others and raises with
+    `failure(index, exit code)`."""
     try:
         while True:
             codes = [p.poll() for p in ranks]
             failed = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
             if failed:
-                rank, code = failed[0]
-                raise RuntimeError(
-                    f"training rank {rank} of {len(ranks)} failed (exit code {code}); "
-                    "its traceback is in this log above"
-                )
+                raise RuntimeError(f"{failure(*failed[0])}; its traceback is in this log above")
             if all(c == 0 for c in codes):
                 return
             time.sleep(_POLL_S)
@@ -176,12 +221,17 @@ def _wait(ranks: list[subprocess.Popen]) -> None:
 
 
 def _rank_main(call: str, result: str) -> None:
+    os.environ.update(slurm_ranks.rank_from_task(dict(os.environ)))  # an srun task
     rank, size = world()
     handler = logging.StreamHandler(sys.stderr)
     fmt = f"%(asctime)s %(levelname)s rank{rank}/{size} %(name)s: %(message)s"
     handler.setFormatter(logging.Formatter(fmt))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     logging.captureWarnings(True)
+    node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+    logging.getLogger("speed.train.distributed").info(  # __name__ is __main__ here
+        "rank %d of %d on %s (local rank %s)", rank, size, node, os.environ["LOCAL_RANK"]
+    )
     fn, args, kwargs = pickle.loads(Path(call).read_bytes())
     out = fn(*args, **kwargs)
     if rank == 0:

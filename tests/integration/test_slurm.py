@@ -1,10 +1,13 @@
-"""The SLURM profile on a real one-node SLURM cluster (.ci/slurm/start-slurm.sh, 2 fake GPUs).
+"""The SLURM profile on a real SLURM cluster on localhost (.ci/slurm/start-slurm.sh): node `vm`
+with 2 fake GPUs, and partition `multinode` of two more nodes with one fake GPU each.
 
 Part of the tiny DAG (tiny models, topics, brainstorm, seed prompts, teacher seed examples,
 junior SFT) runs through `--workflow-profile profiles/slurm` with the GPU rules asking for two
 GPUs, and again locally; the deterministic outputs must agree byte for byte. The junior, given
 two GPUs, is one submission with one task that sees both devices and trains on two ranks
-(`processes: auto`; gloo on this CPU, as the fake GPUs are no CUDA devices).
+(`processes: auto`; gloo on this CPU, as the fake GPUs are no CUDA devices). A copy of that run
+then retrains the junior across the two nodes of `multinode`, as a profile asks for it
+(profiles/README.md, "Jobs across nodes"): one rank per node, the same losses.
 """
 
 from __future__ import annotations
@@ -110,15 +113,12 @@ def _job_info(job_id: str) -> dict[str, str]:
     return dict(re.findall(r"(\w+)=(\S*)", out))
 
 
-def test_slurm_profile_runs_the_dag_on_the_cluster(slurm_cluster, tmp_path):
-    cluster, cluster_cfg = _workflow(tmp_path / "slurm", SMALL, GPU)
+def _on_slurm(wf: Path, profile: str, *args: str) -> None:
     snakemake(
-        cluster,
-        *TARGETS,
+        wf,
+        *args,
         "--workflow-profile",
-        "profiles/slurm",
-        "--configfile",
-        *cluster_cfg,
+        profile,
         "--slurm-init-seconds-before-status-checks",
         "1",
         "--seconds-between-status-checks",
@@ -126,6 +126,18 @@ def test_slurm_profile_runs_the_dag_on_the_cluster(slurm_cluster, tmp_path):
         "--slurm-keep-successful-logs",
         env=THREADS_ENV,
     )
+
+
+@pytest.fixture(scope="module")
+def cluster_run(slurm_cluster, tmp_path_factory) -> tuple[Path, list[str]]:
+    """The targets run through the SLURM profile (one run shared by this module's tests)."""
+    cluster, cluster_cfg = _workflow(tmp_path_factory.mktemp("slurm") / "wf", SMALL, GPU)
+    _on_slurm(cluster, "profiles/slurm", *TARGETS, "--configfile", *cluster_cfg)
+    return cluster, cluster_cfg
+
+
+def test_slurm_profile_runs_the_dag_on_the_cluster(cluster_run, tmp_path):
+    cluster, _ = cluster_run
 
     # Every job went through SLURM and completed there, in this workflow's directory.
     jobs = _slurm_jobs(cluster)
@@ -159,3 +171,47 @@ def test_slurm_profile_runs_the_dag_on_the_cluster(slurm_cluster, tmp_path):
     for name in DETERMINISTIC:
         a, b = cluster / RUN / name, local / RUN / name
         assert a.read_bytes() == b.read_bytes(), f"{name} differs between SLURM and local runs"
+
+
+# What a user's profile adds for a training rule spanning nodes (profiles/README.md): GPUs per
+# node by gres, as the plugin turns `gpu` into one job-wide --gpus that its own one-node step
+# then asks for.
+ACROSS_NODES = {"junior": {"nodes": 2, "gpu": 0, "gres": "gpu:1", "slurm_partition": "multinode"}}
+
+
+def test_a_profile_asking_for_two_nodes_trains_on_both(cluster_run, tmp_path):
+    first, cluster_cfg = cluster_run
+    wf = tmp_path / "wf"
+    shutil.copytree(first, wf, symlinks=True)  # the same upstream outputs, up to date
+    shutil.rmtree(wf / ".snakemake" / "slurm_logs")
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    profile["set-resources"] = ACROSS_NODES
+    (wf / "profiles" / "nodes").mkdir()
+    (wf / "profiles" / "nodes" / "config.yaml").write_text(yaml.safe_dump(profile))
+    _on_slurm(
+        wf, "profiles/nodes", TARGETS[1], "--forcerun", "junior", "--configfile", *cluster_cfg
+    )
+
+    # One submission over both nodes; rank 0 on the first, rank 1 on the second.
+    (job_id,) = _slurm_jobs(wf)["junior"]
+    job = _job_info(job_id)
+    assert job["JobState"] == "COMPLETED" and job["NumNodes"] == "2", job
+    nodes = subprocess.run(
+        ["sinfo", "-h", "-N", "-p", "multinode", "-o", "%N"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert len(nodes) == 2, nodes
+    log = (wf / RUN / "logs" / "junior.log").read_text()
+    assert f"training on 2 processes, 1 on each of the nodes {nodes[0]},{nodes[1]}" in log
+    assert f" rank0/2 speed.train.distributed: rank 0 of 2 on {nodes[0]} " in log
+    assert f" rank1/2 speed.train.distributed: rank 1 of 2 on {nodes[1]} " in log
+
+    # The same training as two ranks on one node: the same global batches, the same losses.
+    one_node = json.loads((first / RUN / "models" / "junior" / "metrics.json").read_text())
+    two_nodes = json.loads((wf / RUN / "models" / "junior" / "metrics.json").read_text())
+    assert two_nodes["world_size"] == 2
+    losses = [[h["loss"] for h in m["log_history"] if "loss" in h] for m in (one_node, two_nodes)]
+    assert len(losses[0]) == len(losses[1]) > 0
+    assert losses[1] == pytest.approx(losses[0], rel=1e-3)

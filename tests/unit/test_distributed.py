@@ -16,6 +16,7 @@ import pytest
 from transformers import TrainerCallback
 
 from speed.llm.knobs import ENV_VAR
+from speed.train import slurm_ranks
 from speed.train.common import find_resume
 from speed.train.distributed import (
     job_processes,
@@ -61,6 +62,41 @@ def test_processes_follow_the_gpus_unless_set(monkeypatch):
     assert job_processes("junior", 2) == 2
     monkeypatch.setenv(ENV_VAR, json.dumps({"training": {"junior": 1, "embedding": "auto"}}))
     assert job_processes("junior", 2) == 1 and job_processes("embedding", 3) == 3
+
+
+def test_processes_spread_evenly_over_the_nodes():
+    assert resolve_processes("auto", 4, nodes=2) == 8 and resolve_processes("auto", 0, 3) == 3
+    assert resolve_processes(4, 4, nodes=2) == 4
+    with pytest.raises(ValueError, match="3 ranks do not spread evenly over the job's 2 nodes"):
+        resolve_processes(3, 4, nodes=2)
+    with pytest.raises(ValueError, match="9 ranks need 9 GPUs; the job has 8"):
+        resolve_processes(9, 4, nodes=2)
+
+
+def test_an_srun_step_of_ranks_has_its_own_geometry():
+    alloc = slurm_ranks.Allocation("42", ("gpu-a", "gpu-b"), cpus=32, here="gpu-a")
+    cmd = slurm_ranks.srun_command(alloc, 8, ["python", "-m", "x"])
+    assert cmd[:1] == ["srun"] and cmd[-3:] == ["python", "-m", "x"]
+    assert {"--overlap", "--nodes=2", "--ntasks=8", "--ntasks-per-node=4"} <= set(cmd)
+    assert "--cpus-per-task=4" in cmd and "--kill-on-bad-exit=1" in cmd
+    # The step this job runs in must not impose its task geometry on the new one.
+    env = {
+        "SLURM_JOB_ID": "42",
+        "SLURM_NTASKS": "1",
+        "SLURM_CPUS_PER_TASK": "2",
+        "SRUN_CPUS_PER_TASK": "2",
+        "SLURM_CONF": "/etc/slurm/slurm.conf",
+        "HOME": "/root",
+    }
+    assert slurm_ranks.step_env(env) == {
+        "SLURM_JOB_ID": "42",
+        "SLURM_CONF": "/etc/slurm/slurm.conf",
+        "HOME": "/root",
+    }
+    # An srun task's rank is SLURM's task id; a local rank's is what the launcher set.
+    task = {"SLURM_PROCID": "5", "SLURM_LOCALID": "1"}
+    assert slurm_ranks.rank_from_task(task) == {"RANK": "5", "LOCAL_RANK": "1"}
+    assert slurm_ranks.rank_from_task({**task, "RANK": "0"}) == {}
 
 
 def rank_or_fail(fail_rank: int) -> int:

@@ -66,6 +66,14 @@ def test_slurm_allocation_is_kept(clean_env, monkeypatch):
     assert not (clean_env / "locks").exists()  # no lock taken under a scheduler
 
 
+def test_slurm_gres_devices_are_returned_for_a_zero_gpu_rule(clean_env, monkeypatch):
+    # A job spanning nodes asks for its GPUs by `gres` with the rule's gpu at 0.
+    monkeypatch.setenv("SLURM_JOB_ID", "17")
+    assert gpu.claim_gpus(0) == []  # SLURM gave no device
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert gpu.claim_gpus(0) == ["0", "1"]
+
+
 def test_preset_visible_devices_are_kept(clean_env, monkeypatch):
     monkeypatch.setenv("SPEED_GPU_COUNT", "4")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
