@@ -57,7 +57,13 @@ def allocation() -> Allocation | None:
     job_id = os.environ.get("SLURM_JOB_ID")
     if not job_id or shutil.which("scontrol") is None:
         return None
-    job = _fields("job", job_id)
+    try:
+        job = _fields("job", job_id)
+    except subprocess.CalledProcessError as e:
+        raise RuntimeError(
+            f"SLURM_JOB_ID={job_id} is set but `scontrol show job {job_id}` fails "
+            f"({e.stderr.strip()}): unset it when this is no SLURM job"
+        ) from e
     nodes = tuple(_scontrol("show", "hostnames", job["NodeList"]).split())
     here = os.environ.get("SLURMD_NODENAME") or nodes[0]
     return Allocation(job_id, nodes, int(job["NumCPUs"]), here)
