@@ -1,4 +1,4 @@
-"""The SLURM profile on a real SLURM cluster on localhost (.ci/slurm/start-slurm.sh): node `vm`
+"""The SLURM profile on a real SLURM cluster on localhost (.ci/slurm/start-slurm.sh): node `<host>`
 with 2 fake GPUs, and partition `multinode` of two more nodes with one fake GPU each.
 
 Part of the tiny DAG (tiny models, topics, brainstorm, seed prompts, teacher seed examples,
